@@ -1,0 +1,92 @@
+"""``usagehub``: the admin command line (up, migrate, rebuild, schema)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from shared.logging import configure_logging
+from shared.settings import Settings, SettingsError, load_settings, require_servers
+
+
+def _servers(settings: Settings) -> Settings:
+    missing = require_servers(settings)
+    if missing:
+        raise SettingsError("; ".join(missing))
+    return settings
+
+
+async def _migrate(settings: Settings) -> None:
+    from shared.db import create_pool, migrate
+
+    pool = await create_pool(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            applied = await migrate(conn)
+        print("applied: " + (", ".join(applied) or "nothing, up to date"))
+    finally:
+        await pool.close()
+
+
+async def _rebuild(settings: Settings, names: list[str]) -> None:
+    from services.projector.projections import PROJECTIONS
+    from services.projector.rebuild import rebuild
+    from shared.bus import connect, ensure_streams
+    from shared.db import create_pool, migrate
+
+    nc = await connect(settings.nats_url, "usagehub-rebuild")
+    pool = await create_pool(settings.database_url, max_size=1)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, settings.stream_replicas)
+        async with pool.acquire() as conn:
+            await migrate(conn)
+            for name in names:
+                position = await rebuild(conn, js, PROJECTIONS[name])
+                print(f"rebuilt {name} up to stream position {position}")
+    finally:
+        await pool.close()
+        await nc.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.projector.projections import PROJECTIONS
+
+    parser = argparse.ArgumentParser(prog="usagehub", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "up", help="start everything in the foreground (embedded NATS/Postgres unless URLs are set)"
+    )
+    sub.add_parser("migrate", help="apply database migrations")
+    rebuild = sub.add_parser("rebuild", help="drop read models and replay them from the event stream")
+    rebuild.add_argument("projection", nargs="+", choices=[*sorted(PROJECTIONS), "all"])
+    sub.add_parser("schema", help="print the JSON Schema of every event")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+        configure_logging("cli", settings.log_format, settings.log_level)
+        if args.command == "up":
+            from services.local.supervisor import up
+
+            return up(settings)
+        if args.command == "schema":
+            from shared.events import event_schema
+
+            print(json.dumps(event_schema(), indent=2))
+            return 0
+        if args.command == "migrate":
+            asyncio.run(_migrate(_servers(settings)))
+            return 0
+        names = sorted(PROJECTIONS) if "all" in args.projection else args.projection
+        asyncio.run(_rebuild(_servers(settings), names))
+        return 0
+    except SettingsError as exc:
+        print(f"usagehub: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

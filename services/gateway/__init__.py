@@ -1,0 +1,1 @@
+"""Gateway: every documented HTTP route and the WebSocket feed, reading the read models."""

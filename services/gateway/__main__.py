@@ -1,0 +1,40 @@
+"""usagehub-gateway: the HTTP API and WebSocket feed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from services.gateway.app import init_app
+from shared.db import create_pool, migrate
+from shared.lifecycle import run_service
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger("gateway")
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await create_pool(settings.database_url, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    finally:
+        await pool.close()
+    runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    log.info("gateway listening", host=settings.http_host, port=settings.http_port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    run_service("gateway", run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Typed application keys: what the gateway's views find on ``request.app``."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from nats.aio.client import Client
+
+from services.gateway.writes import ProjectionWatch
+from services.gateway.ws import StatsFeed
+from shared.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+NATS = web.AppKey("nats", Client)
+POOL = web.AppKey("pool", asyncpg.Pool)
+WATCH = web.AppKey("watch", ProjectionWatch)
+FEED = web.AppKey("feed", StatsFeed)

@@ -1,0 +1,1 @@
+"""Ingest: validates commands, decides their events and appends them to JetStream."""

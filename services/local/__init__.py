@@ -1,0 +1,1 @@
+"""Running usagehub without containers: embedded NATS and Postgres, and the ``usagehub up`` supervisor."""

@@ -1,0 +1,1 @@
+"""Projector: folds the event stream into Postgres read models, one durable consumer per projection."""

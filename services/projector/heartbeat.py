@@ -1,0 +1,136 @@
+"""The heartbeat read model: devices, beat counts, the longest absence and visits.
+
+``fold_heartbeat`` is pure and uses only event time; ``apply_heartbeat`` loads the rows a batch
+touches, folds the batch and writes the rows back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from shared.db import Conn
+from shared.events import (
+    AnyEvent,
+    BeatRecorded,
+    DeviceRegistered,
+    DeviceTokenRegenerated,
+    InstallationSetUp,
+    PageVisited,
+)
+
+FILTERS = [
+    "usagehub.events.installation.>",
+    "usagehub.events.devices.>",
+    "usagehub.events.heartbeat.>",
+]
+TABLES = ("installation", "heartbeat_devices", "heartbeat_stats")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    device_id: int
+    name: str
+    registered_at: datetime
+    last_beat: datetime | None = None
+    num_beats: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    total_beats: int = 0
+    last_beat: datetime | None = None
+    # Longest gap between two consecutive beats (of any device), in microseconds.
+    longest_absence_us: int = 0
+    num_visits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatState:
+    set_up_at: datetime | None = None
+    stats: StatsRow = StatsRow()
+    devices: Mapping[int, DeviceRow] = field(default_factory=dict)
+
+
+def _micros(later: datetime, earlier: datetime) -> int:
+    delta = later - earlier
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def fold_heartbeat(state: HeartbeatState, event: AnyEvent) -> HeartbeatState:
+    match event:
+        case InstallationSetUp(occurred_at=at):
+            return state if state.set_up_at is not None else replace(state, set_up_at=at)
+        case DeviceRegistered(device_id=device_id, name=name, occurred_at=at):
+            row = DeviceRow(device_id=device_id, name=name, registered_at=at)
+            return replace(state, devices={**state.devices, device_id: row})
+        case DeviceTokenRegenerated():
+            return state
+        case BeatRecorded(device_id=device_id, occurred_at=at):
+            stats = state.stats
+            gap = 0 if stats.last_beat is None else max(0, _micros(at, stats.last_beat))
+            # Beats accepted concurrently may reach the stream slightly out of time order.
+            last = at if stats.last_beat is None else max(stats.last_beat, at)
+            stats = replace(
+                stats,
+                total_beats=stats.total_beats + 1,
+                last_beat=last,
+                longest_absence_us=max(stats.longest_absence_us, gap),
+            )
+            devices = dict(state.devices)
+            device = devices.get(device_id)
+            if device is not None:
+                device_last = at if device.last_beat is None else max(device.last_beat, at)
+                devices[device_id] = replace(device, last_beat=device_last, num_beats=device.num_beats + 1)
+            return replace(state, stats=stats, devices=devices)
+        case PageVisited():
+            return replace(state, stats=replace(state.stats, num_visits=state.stats.num_visits + 1))
+    return state
+
+
+def fold_heartbeat_events(state: HeartbeatState, events: Iterable[AnyEvent]) -> HeartbeatState:
+    for event in events:
+        state = fold_heartbeat(state, event)
+    return state
+
+
+async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
+    ids = sorted({e.device_id for _, e in events if isinstance(e, DeviceRegistered | BeatRecorded)})
+    rows = await conn.fetch(
+        "SELECT device_id, name, registered_at, last_beat, num_beats FROM heartbeat_devices"
+        " WHERE device_id = ANY($1::int[])",
+        ids,
+    )
+    stats = await conn.fetchrow(
+        "SELECT total_beats, last_beat, longest_absence_us, num_visits FROM heartbeat_stats"
+    )
+    before = HeartbeatState(
+        set_up_at=await conn.fetchval("SELECT set_up_at FROM installation"),
+        stats=StatsRow(**dict(stats)) if stats else StatsRow(),
+        devices={r["device_id"]: DeviceRow(**dict(r)) for r in rows},
+    )
+    after = fold_heartbeat_events(before, (e for _, e in events))
+    if after.set_up_at is not None and before.set_up_at is None:
+        await conn.execute("INSERT INTO installation (set_up_at) VALUES ($1)", after.set_up_at)
+    changed = [d for i, d in after.devices.items() if before.devices.get(i) != d]
+    if changed:
+        await conn.executemany(
+            "INSERT INTO heartbeat_devices (device_id, name, registered_at, last_beat, num_beats)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id) DO UPDATE SET"
+            " name = EXCLUDED.name, last_beat = EXCLUDED.last_beat, num_beats = EXCLUDED.num_beats",
+            [(d.device_id, d.name, d.registered_at, d.last_beat, d.num_beats) for d in changed],
+        )
+    if after.stats != before.stats:
+        s = after.stats
+        await conn.execute(
+            "INSERT INTO heartbeat_stats (id, total_beats, last_beat, longest_absence_us, num_visits)"
+            " VALUES (true, $1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET"
+            " total_beats = EXCLUDED.total_beats, last_beat = EXCLUDED.last_beat,"
+            " longest_absence_us = EXCLUDED.longest_absence_us,"
+            " num_visits = EXCLUDED.num_visits",
+            s.total_beats,
+            s.last_beat,
+            s.longest_absence_us,
+            s.num_visits,
+        )

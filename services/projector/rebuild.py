@@ -1,0 +1,26 @@
+"""Drop a read model and replay it from the event stream, while the projector keeps running."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+
+from services.projector.consumer import apply_batch, lock_batches, save_checkpoint
+from services.projector.projections import Projection
+from shared.bus import read_stream
+from shared.db import Conn
+
+
+async def rebuild(conn: Conn, js: JetStreamContext, projection: Projection) -> int:
+    """Replay ``projection`` from the first event in one transaction; returns the new checkpoint.
+
+    The running projector waits on the same lock meanwhile, then skips what the replay covered.
+    """
+    async with conn.transaction():
+        await lock_batches(conn, projection.name)
+        await conn.execute("TRUNCATE " + ", ".join(projection.tables))
+        await save_checkpoint(conn, projection.name, 0)
+        position = 0
+        async for batch in read_stream(js, projection.filters):
+            # Nested: apply_batch's transaction becomes a savepoint inside this one.
+            position = await apply_batch(conn, projection, batch)
+    return position

@@ -1,0 +1,50 @@
+"""Commands: orders sent to the ingest service (by the gateway over NATS request/reply, or by
+other services through the intake stream), and the one reply shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Command(msgspec.Struct, tag_field="command", kw_only=True, frozen=True):
+    # The client's Idempotency-Key (scoped by command), or None: then the gateway's own request id
+    # still deduplicates internal retries within JetStream's window.
+    idempotency_key: str | None = None
+    request_id: str | None = None
+
+
+class RegisterDevice(Command, tag="RegisterDevice", frozen=True):
+    name: str
+
+
+class RegenerateDeviceToken(Command, tag="RegenerateDeviceToken", frozen=True):
+    device_id: int
+
+
+class RecordBeat(Command, tag="RecordBeat", frozen=True):
+    # Plaintext only in transit: ingest hashes it and never stores or logs it.
+    token: str
+
+
+class RecordPageVisit(Command, tag="RecordPageVisit", frozen=True):
+    path: str
+
+
+AnyCommand = RegisterDevice | RegenerateDeviceToken | RecordBeat | RecordPageVisit
+
+
+class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What ingest answers: ``status`` is the HTTP status the gateway should use."""
+
+    status: int
+    error: str | None = None
+    # The stream sequence of the last event this command appended (read-your-writes waits on it).
+    seq: int = 0
+    result: dict[str, Any] = {}
+
+
+command_decoder = msgspec.json.Decoder(AnyCommand)
+reply_decoder = msgspec.json.Decoder(Reply)
+encoder = msgspec.json.Encoder()

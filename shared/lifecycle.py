@@ -1,0 +1,37 @@
+"""Running a service process: signals -> an asyncio.Event -> graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from shared.logging import configure_logging, get_logger
+from shared.settings import Settings, SettingsError, load_settings, require_servers
+
+
+def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
+    """Validate configuration, then run ``main`` until SIGINT/SIGTERM sets the stop event."""
+    try:
+        settings = load_settings()
+        missing = require_servers(settings)
+        if missing:
+            raise SettingsError("invalid configuration: " + "; ".join(missing))
+    except SettingsError as exc:
+        print(f"usagehub-{name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure_logging(name, settings.log_format, settings.log_level)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(settings, stop)
+
+    try:
+        asyncio.run(runner())
+    except Exception:
+        get_logger(name).exception("service failed")
+        raise SystemExit(1) from None

@@ -1,0 +1,166 @@
+"""Fixtures, stacked: servers (once per session) -> a fresh database and empty streams per test ->
+the services running in this process -> an HTTP client for the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.js import JetStreamContext
+
+from services.gateway.app import init_app
+from services.ingest.__main__ import run as run_ingest
+from services.projector.__main__ import run as run_projector
+from shared.bus import COMMANDS_PREFIX, EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM, connect, ensure_streams
+from shared.logging import configure_logging
+from shared.settings import Settings
+from tests.servers import nats_server, postgres_server
+
+SECRET = "test-secret-key"
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    """One JetStream server for the session."""
+    with nats_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One Postgres server for the session."""
+    with postgres_server() as url:
+        yield url
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture
+async def database_url(postgres_url: str) -> AsyncIterator[str]:
+    """A new, empty database for this test."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(postgres_url, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def nats_client(nats_url: str) -> AsyncIterator[NATS]:
+    """A client on a server whose usagehub streams were just deleted: each test starts empty."""
+    nc = await connect(nats_url, "tests")
+    js = nc.jetstream()
+    for stream in (EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM):
+        with contextlib.suppress(Exception):
+            await js.delete_stream(stream)
+    await ensure_streams(js)
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+def js(nats_client: NATS) -> JetStreamContext:
+    return nats_client.jetstream()
+
+
+@pytest.fixture
+def settings(nats_client: NATS, nats_url: str, database_url: str) -> Settings:
+    """Settings for services under test (free ports, the test servers, a known admin key)."""
+    configure_logging("test", "json", "info")
+    return Settings(
+        nats_url=nats_url,
+        database_url=database_url,
+        secret_key=SECRET,
+        http_port=0,
+        metrics_port=0,
+        log_format="json",
+        stats_interval=1.0,
+    )
+
+
+@dataclass
+class Services:
+    """The ingest and projector running as tasks in the test's event loop."""
+
+    settings: Settings
+    stop: asyncio.Event
+    tasks: dict[str, asyncio.Task[None]]
+
+    async def stop_service(self, name: str) -> None:
+        task = self.tasks.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def start_service(self, name: str) -> None:
+        runner = {"ingest": run_ingest, "projector": run_projector}[name]
+        self.tasks[name] = asyncio.create_task(runner(self.settings, self.stop), name=name)
+
+
+@pytest.fixture
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    """Ingest and projector, started and stopped around the test."""
+    svc = Services(settings, asyncio.Event(), {})
+    svc.start_service("ingest")
+    svc.start_service("projector")
+    await _wait_ready(settings)
+    yield svc
+    svc.stop.set()
+    results = await asyncio.gather(*svc.tasks.values(), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+
+
+async def _wait_ready(settings: Settings) -> None:
+    """Until the installation event is projected and ingest answers commands."""
+    conn = await asyncpg.connect(settings.database_url)
+    nc = await connect(settings.nats_url, "tests-ready")
+    try:
+        for _ in range(400):
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                if await conn.fetchval("SELECT set_up_at FROM installation") is not None:
+                    break
+            await asyncio.sleep(0.025)
+        else:
+            raise TimeoutError("the installation was not set up")
+        for _ in range(400):
+            with contextlib.suppress(NoRespondersError):
+                await nc.request(COMMANDS_PREFIX + "Ping", b"{}", timeout=5)  # answered 400
+                return
+            await asyncio.sleep(0.025)
+        raise TimeoutError("ingest does not answer")
+    finally:
+        await conn.close()
+        await nc.close()
+
+
+@pytest.fixture
+async def client(services: Services) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """An HTTP client for a gateway running on a free port."""
+    async with TestClient(TestServer(init_app(services.settings))) as c:
+        yield c
+
+
+def admin(**extra: str) -> dict[str, str]:
+    return {"Authorization": SECRET, **extra}
+
+
+def with_settings(s: Settings, **changes: object) -> Settings:
+    return replace(s, **changes)  # type: ignore[arg-type]
