@@ -312,17 +312,18 @@ class Delivery:
 
 
 async def pull_consumer(
-    js: JetStreamContext, durable: str, filters: list[str], start_after: int
+    js: JetStreamContext, durable: str, filters: list[str], start_after: int, *, fresh: bool = False
 ) -> JetStreamContext.PullSubscription:
-    """Bind the durable pull consumer ``durable``; (re)create it to start after ``start_after``.
+    """Bind the durable pull consumer ``durable``, (re)created to start right after ``start_after``.
 
-    The consumer is recreated when its acknowledged floor disagrees with the checkpoint the caller
-    holds in Postgres: Postgres is the truth about what a projection has applied.
+    ``fresh`` recreates it unconditionally: messages a crashed process had fetched but not acked
+    would otherwise be redelivered after newer ones. It is also recreated when it disagrees with
+    the checkpoint the caller holds in Postgres, which is the truth about what has been applied.
     """
     try:
         info = await js.consumer_info(EVENTS_STREAM, durable)
         floor = int(info.ack_floor.stream_seq) if info.ack_floor else 0
-        if floor > start_after or sorted(info.config.filter_subjects or []) != sorted(filters):
+        if fresh or floor > start_after or sorted(info.config.filter_subjects or []) != sorted(filters):
             await js.delete_consumer(EVENTS_STREAM, durable)
             raise NotFoundError
     except NotFoundError:

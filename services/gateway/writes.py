@@ -63,10 +63,13 @@ class ProjectionWatch:
             if left <= 0:
                 return False
             async with self._changed:
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._changed.wait(), min(left, 0.25))
-            if not self.reached(projections, seq):
-                await self.refresh()
+                    continue
+                except TimeoutError:
+                    pass
+            # No notice for a while: one may have been lost (they are fire-and-forget), so ask Postgres.
+            await self.refresh()
         return True
 
 

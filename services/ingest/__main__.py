@@ -38,11 +38,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 sub = await serve_commands(nc, ingest)
                 intake = asyncio.create_task(consume_intake(ingest, js, stop))
                 log.info("ingest ready")
-                await stop.wait()
-                await sub.unsubscribe()
-                intake.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await intake
+                try:
+                    await stop.wait()
+                finally:
+                    await sub.unsubscribe()
+                    intake.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await intake
     finally:
         await close(nc)
         await pool.close()

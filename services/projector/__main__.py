@@ -36,11 +36,13 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 for p in PROJECTIONS.values()
             ]
             log.info("projector ready", projections=sorted(PROJECTIONS))
-            await stop.wait()
-            # Safe at any point: an unfinished batch rolls back and is delivered again later.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await stop.wait()
+            finally:
+                # Safe at any point: an unfinished batch rolls back and is delivered again later.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         await close(nc)
         await pool.close()

@@ -26,6 +26,10 @@ _LEADER_LOCK = 1
 _BATCH_LOCK = 2
 
 
+class RestartFromCheckpoint(Exception):
+    """The consumer can no longer promise stream order; recreate it at the checkpoint."""
+
+
 async def lock_batches(conn: Conn, projection: str) -> None:
     """Within a transaction: exclude other writers of this projection (a batch, or a rebuild)."""
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _BATCH_LOCK, projection)
@@ -108,7 +112,7 @@ async def _project(
     stop: asyncio.Event,
 ) -> None:
     name = projection.name
-    sub = await pull_consumer(js, name, projection.filters, await checkpoint(conn, name))
+    sub = await pull_consumer(js, name, projection.filters, await checkpoint(conn, name), fresh=True)
     try:
         while not stop.is_set():
             deliveries = await fetch(sub, batch, wait=1.0)
@@ -118,6 +122,9 @@ async def _project(
             redelivered = sum(1 for d in deliveries if d.num_delivered > 1)
             if redelivered:
                 metrics.REDELIVERIES.labels(name).inc(redelivered)
+                # A redelivery may come after newer messages; applying it out of order could skip
+                # events, so start again, in order, from the checkpoint.
+                raise RestartFromCheckpoint(f"{redelivered} redelivered messages")
             position = await apply_batch(conn, projection, deliveries)
             # AckAll: one ack covers the whole batch, and only after the commit.
             await deliveries[-1].msg.ack()

@@ -1,0 +1,86 @@
+"""Retries with the same Idempotency-Key are one write: inside JetStream's window and after it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from nats.js import JetStreamContext
+
+from services.gateway import keys
+from shared.bus import EVENTS_STREAM
+from shared.events import BeatRecorded, DeviceRegistered, DeviceTokenRegenerated
+from tests.conftest import admin
+from tests.integration.helpers import all_events
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def token_of(client: Client) -> str:
+    resp = await client.post("/api/devices", json={"name": "Laptop"}, headers=admin())
+    token: str = (await resp.json())["token"]
+    return token
+
+
+async def beats_in_stream(js: JetStreamContext) -> int:
+    return sum(1 for _, e in await all_events(js) if isinstance(e, BeatRecorded))
+
+
+async def test_a_retried_beat_is_stored_once(client: Client, js: JetStreamContext) -> None:
+    token = await token_of(client)
+    headers = {"Authorization": token, "Idempotency-Key": "retry-me"}
+    answers = [await (await client.post("/api/beat", headers=headers)).text() for _ in range(3)]
+    answers += [
+        await r.text()
+        for r in await asyncio.gather(*(client.post("/api/beat", headers=headers) for _ in range(5)))
+    ]
+    assert len(set(answers)) == 1
+    assert await beats_in_stream(js) == 1
+    assert (await (await client.get("/api/stats")).json())["total_beats"] == 1
+    # The same key on another route is another write.
+    other = await client.post(
+        "/api/devices", json={"name": "Other"}, headers=admin(**{"Idempotency-Key": "retry-me"})
+    )
+    assert other.status == 200
+
+
+async def test_a_retry_after_the_duplicate_window_is_still_stored_once(
+    client: Client, js: JetStreamContext
+) -> None:
+    token = await token_of(client)
+    info = await js.stream_info(EVENTS_STREAM)
+    info.config.duplicate_window = 0.5
+    await js.update_stream(info.config)
+    headers = {"Authorization": token, "Idempotency-Key": "late-retry"}
+    first = await (await client.post("/api/beat", headers=headers)).text()
+    conn = await asyncpg.connect(client.app[keys.SETTINGS].database_url)
+    try:
+        for _ in range(200):  # the key is kept by the idempotency projection
+            if await conn.fetchval("SELECT count(*) FROM idempotency_keys"):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    await asyncio.sleep(1.0)  # JetStream has forgotten the message id by now
+    second = await (await client.post("/api/beat", headers=headers)).text()
+    assert first == second
+    assert await beats_in_stream(js) == 1
+    # Without a key, every request is its own write.
+    await client.post("/api/beat", headers={"Authorization": token})
+    assert await beats_in_stream(js) == 2
+
+
+async def test_a_retried_registration_is_the_same_device_with_a_fresh_token(
+    client: Client, js: JetStreamContext
+) -> None:
+    headers = admin(**{"Idempotency-Key": "register-laptop"})
+    first = await (await client.post("/api/devices", json={"name": "Laptop"}, headers=headers)).json()
+    again = await (await client.post("/api/devices", json={"name": "Laptop"}, headers=headers)).json()
+    assert first["id"] == again["id"] == 0 and first["token"] != again["token"]
+    # The first answer may never have reached the client, so its token is revoked.
+    assert (await client.post("/api/beat", headers={"Authorization": first["token"]})).status == 401
+    assert (await client.post("/api/beat", headers={"Authorization": again["token"]})).status == 200
+    kinds = [type(e) for _, e in await all_events(js)]
+    assert kinds.count(DeviceRegistered) == 1 and kinds.count(DeviceTokenRegenerated) == 1

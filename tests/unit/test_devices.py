@@ -1,0 +1,87 @@
+"""Device decisions and the registry ingest decides against."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.ingest.beats import device_for_token, record_page_visit
+from services.ingest.devices import (
+    DeviceRegistry,
+    Rejected,
+    fold_device_registry,
+    regenerate_token,
+    register_device,
+    valid_device_name,
+)
+from shared.commands import RecordPageVisit, RegenerateDeviceToken, RegisterDevice
+from shared.secrets import hash_token, new_token, same_secret
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def registry_with(*tokens: str) -> DeviceRegistry:
+    registry = DeviceRegistry()
+    for seq, token in enumerate(tokens, start=1):
+        event = register_device(
+            RegisterDevice(name=f"d{seq}"), registry, hash_token(token), event_id="e", at=NOW
+        )
+        registry = fold_device_registry(registry, event, seq)
+    return registry
+
+
+def test_ids_are_sequential_from_zero() -> None:
+    registry = registry_with("a", "b", "c")
+    assert sorted(registry.names) == [0, 1, 2]
+    assert registry.next_id == 3 and registry.last_seq == 3
+
+
+def test_regenerating_revokes_the_old_token() -> None:
+    registry = registry_with("old")
+    event = regenerate_token(
+        RegenerateDeviceToken(device_id=0), registry, hash_token("new"), event_id="e", at=NOW
+    )
+    registry = fold_device_registry(registry, event, 2)
+    assert device_for_token(registry, "new") == 0
+    with pytest.raises(Rejected) as err:
+        device_for_token(registry, "old")
+    assert err.value.status == 401
+
+
+def test_regenerating_an_unknown_device_is_404() -> None:
+    with pytest.raises(Rejected) as err:
+        regenerate_token(RegenerateDeviceToken(device_id=3), registry_with("a"), "h", event_id="e", at=NOW)
+    assert err.value.status == 404
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 201, "a\nb", "\x00"])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(Rejected) as err:
+        valid_device_name(name)
+    assert err.value.status == 400
+
+
+@given(st.text(min_size=1, max_size=200).filter(lambda s: s.strip() and all(ord(c) >= 32 for c in s)))
+def test_valid_names_are_kept_verbatim(name: str) -> None:
+    assert valid_device_name(name) == name
+
+
+def test_tokens_are_random_and_stored_hashed() -> None:
+    tokens = {new_token() for _ in range(100)}
+    assert len(tokens) == 100 and all(len(t) >= 43 for t in tokens)
+    token = next(iter(tokens))
+    assert token not in hash_token(token) and len(hash_token(token)) == 64
+
+
+def test_secret_comparison() -> None:
+    assert same_secret("k", "k") and not same_secret("k", "K") and not same_secret(None, "k")
+    assert not same_secret("", "k")
+
+
+def test_page_visit_paths() -> None:
+    assert record_page_visit(RecordPageVisit(path="/"), event_id="e", at=NOW).path == "/"
+    with pytest.raises(Rejected):
+        record_page_visit(RecordPageVisit(path="x"), event_id="e", at=NOW)

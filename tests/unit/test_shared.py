@@ -1,0 +1,84 @@
+"""Events on the wire, subjects, and configuration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import pytest
+
+from shared import events
+from shared.bus import subject_matches
+from shared.events import BeatRecorded, decode_event, encode_event, event_schema, subject_of
+from shared.settings import ENV_VARS, SettingsError, load_settings
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_events_round_trip_as_tagged_json() -> None:
+    event = BeatRecorded(event_id="e1", occurred_at=NOW, device_id=3, idempotency_key="RecordBeat:k")
+    wire = encode_event(event)
+    assert msgspec.json.decode(wire)["type"] == "BeatRecorded"
+    assert decode_event(wire) == event
+    assert subject_of(event) == "usagehub.events.heartbeat.beat_recorded"
+
+
+def test_every_event_type_has_a_subject_and_a_schema() -> None:
+    assert set(events.SUBJECTS) == set(events.EVENT_TYPES)
+    schema = event_schema()
+    names = set(schema["$defs"])
+    assert {t.__name__ for t in events.EVENT_TYPES} <= names
+
+
+def test_old_versions_are_upcast(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A hypothetical version 0 that named the device "device".
+    def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+        raw = dict(raw)
+        raw["device_id"] = raw.pop("device")
+        raw["version"] = 1
+        return raw
+
+    monkeypatch.setitem(events.UPCASTERS, ("BeatRecorded", 0), upcast)
+    old = (
+        b'{"type":"BeatRecorded","version":0,"event_id":"e","occurred_at":"2026-01-01T00:00:00Z","device":7}'
+    )
+    decoded = decode_event(old)
+    assert isinstance(decoded, BeatRecorded) and decoded.device_id == 7
+
+
+def test_unknown_payloads_are_refused() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_event(b'{"type":"Nope","event_id":"e","occurred_at":"2026-01-01T00:00:00Z"}')
+
+
+@pytest.mark.parametrize(
+    ("subject", "pattern", "expected"),
+    [
+        ("usagehub.events.devices.registered", "usagehub.events.devices.>", True),
+        ("usagehub.events.devices", "usagehub.events.devices.>", False),
+        ("usagehub.events.heartbeat.beat_recorded", "usagehub.events.devices.>", False),
+        ("a.b.c", "a.*.c", True),
+        ("a.b.c", "a.*", False),
+        ("a.b", "a.b", True),
+    ],
+)
+def test_subject_matching(subject: str, pattern: str, expected: bool) -> None:
+    assert subject_matches(subject, pattern) is expected
+
+
+def test_settings_from_environment() -> None:
+    s = load_settings(
+        {"USAGEHUB_HTTP_PORT": "9000", "USAGEHUB_SECRET_KEY": "k", "USAGEHUB_STREAM_REPLICAS": "3"}
+    )
+    assert (s.http_port, s.secret_key, s.stream_replicas, s.device_routes_enabled) == (9000, "k", 3, True)
+    assert "USAGEHUB_DATABASE_URL" in ENV_VARS
+
+
+def test_all_invalid_settings_are_reported_together() -> None:
+    with pytest.raises(SettingsError) as err:
+        load_settings(
+            {"USAGEHUB_HTTP_PORT": "x", "USAGEHUB_STREAM_REPLICAS": "2", "USAGEHUB_LOG_FORMAT": "xml"}
+        )
+    message = str(err.value)
+    assert "USAGEHUB_HTTP_PORT" in message and "STREAM_REPLICAS" in message and "LOG_FORMAT" in message
