@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import importlib.util
 import os
@@ -144,6 +143,14 @@ def _prepare_for_root(data_dir: Path) -> str | None:
     return POSTGRES_USER_WHEN_ROOT
 
 
+def _running(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        return False
+    return True
+
+
 def start_postgres(data_dir: Path, port: int | None = None, database: str = "usagehub") -> Server:
     """PostgreSQL on 127.0.0.1 only; ``initdb`` on first use, the same data on every later start."""
     port = port or free_port()
@@ -152,34 +159,20 @@ def start_postgres(data_dir: Path, port: int | None = None, database: str = "usa
     user = _prepare_for_root(data_dir)
     pgdata = data_dir / "data"
     bin_dir = _postgres_bin()
+    # As that user's own group too: with root's group, a root-owned 0701 folder above would bar it.
+    as_user: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
     if not (pgdata / "PG_VERSION").exists():
-        subprocess.run(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(pgdata),
-                "--auth=trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-            check=True,
-            user=user,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        initdb = [str(bin_dir / "initdb"), "-D", str(pgdata), "--auth=trust", "-U", "postgres", "-E", "UTF8"]
+        done = subprocess.run(initdb, capture_output=True, check=False, **as_user)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stderr.decode(errors='replace').strip()}")
     stale = pgdata / "postmaster.pid"
-    if stale.exists():
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(stale.read_text().split()[0])
-            os.kill(pid, 0)
-            raise RuntimeError(f"a postgres (pid {pid}) is already running on {pgdata}")
+    if stale.exists() and _running(stale):
+        raise RuntimeError(f"a postgres is already running on {pgdata} ({stale})")
     args = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), "-h", "127.0.0.1"]
     args += ["-k", str(data_dir), "-c", "max_connections=200", "-c", "fsync=on"]
     with open(data_dir / "postgres.log", "ab") as log:
-        process = spawn(args, stdout=log, stderr=log, user=user)
+        process = spawn(args, stdout=log, stderr=log, **as_user)
     _wait_for_port(port, process, "postgres", 30)
     server = Server("postgres", f"postgresql://postgres@127.0.0.1:{port}/{database}", process)
     try:

@@ -1,0 +1,75 @@
+"""Other services publish beats straight onto NATS: same validation, same counting, rejects kept."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from nats.js import JetStreamContext
+
+from shared.bus import REJECTED_STREAM
+from tests.conftest import admin
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def total_beats(client: Client, expected: int) -> int:
+    for _ in range(200):
+        total: int = (await (await client.get("/api/stats")).json())["total_beats"]
+        if total >= expected:
+            return total
+        await asyncio.sleep(0.05)
+    return total
+
+
+async def rejections(js: JetStreamContext, expected: int) -> list[dict[str, object]]:
+    for _ in range(200):
+        info = await js.stream_info(REJECTED_STREAM)
+        if info.state.messages >= expected:
+            break
+        await asyncio.sleep(0.05)
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(REJECTED_STREAM, seq)
+        out.append({"subject": msg.subject, **json.loads(msg.data or b"{}")})
+    return out
+
+
+async def test_beats_published_on_nats_are_counted_once(client: Client, js: JetStreamContext) -> None:
+    token = (await (await client.post("/api/devices", json={"name": "Sensor"}, headers=admin())).json())[
+        "token"
+    ]
+    for i in range(10):
+        await js.publish(
+            "usagehub.ingest.beats", json.dumps({"token": token}).encode(), headers={"Nats-Msg-Id": f"s-{i}"}
+        )
+    # A publisher retrying with the same message id is stored once.
+    await js.publish(
+        "usagehub.ingest.beats", json.dumps({"token": token}).encode(), headers={"Nats-Msg-Id": "s-0"}
+    )
+    assert await total_beats(client, 10) == 10
+    await asyncio.sleep(0.5)
+    stats = await (await client.get("/api/stats")).json()
+    assert stats["total_beats"] == 10 and stats["devices"][0]["num_beats"] == 10
+
+
+async def test_invalid_intake_messages_are_rejected_with_a_reason(
+    client: Client, js: JetStreamContext
+) -> None:
+    await js.publish("usagehub.ingest.beats", b'{"token": "nope"}')
+    await js.publish("usagehub.ingest.beats", b"not json")
+    await js.publish("usagehub.ingest.beats", b'{"tok": 1}')
+    await js.publish("usagehub.ingest.unheard_of", b"{}")
+    rejected = await rejections(js, 4)
+    assert [r["subject"] for r in rejected] == [
+        "usagehub.rejected.beats",
+        "usagehub.rejected.beats",
+        "usagehub.rejected.beats",
+        "usagehub.rejected.unheard_of",
+    ]
+    assert rejected[0]["status"] == 401 and rejected[0]["payload"] == {"token": "[redacted]"}
+    assert "JSON" in str(rejected[1]["reason"]) and "token" in str(rejected[2]["reason"])
+    assert "unknown intake kind" in str(rejected[3]["reason"])
+    assert (await (await client.get("/api/stats")).json())["total_beats"] == 0
