@@ -44,7 +44,7 @@ bench: install
 	$(PY) -m bench.run --out bench/results.json
 
 docs: install
-	$(PY) -m docs.generate_events
+	$(VENV)/bin/usagehub schema --markdown > docs/events.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -74,7 +74,7 @@ async def close(nc: NATS) -> None:
         if nc.is_connected:
             await asyncio.wait_for(nc.drain(), 6)
     except Exception as exc:
-        log.warning("nats drain failed", error=repr(exc))
+        log.warning("nats drain failed", client=nc.options.get("name"), error=repr(exc))
     finally:
         await nc.close()
 

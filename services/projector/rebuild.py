@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 
-from services.projector.consumer import apply_batch, lock_batches, save_checkpoint
+from services.projector.consumer import apply_batch, lock_batches
 from services.projector.projections import Projection
 from shared.bus import read_stream
 from shared.db import Conn
@@ -18,7 +18,7 @@ async def rebuild(conn: Conn, js: JetStreamContext, projection: Projection) -> i
     async with conn.transaction():
         await lock_batches(conn, projection.name)
         await conn.execute("TRUNCATE " + ", ".join(projection.tables))
-        await save_checkpoint(conn, projection.name, 0)
+        await conn.execute("DELETE FROM projection_checkpoints WHERE projection = $1", projection.name)
         position = 0
         async for batch in read_stream(js, projection.filters):
             # Nested: apply_batch's transaction becomes a savepoint inside this one.
