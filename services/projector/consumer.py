@@ -59,6 +59,8 @@ async def apply_batch(conn: Conn, projection: Projection, deliveries: list[Deliv
         fresh = [(d.seq, decode_event(d.data)) for d in deliveries if d.seq > position]
         if fresh:
             await projection.apply(conn, fresh)
+            for seq, event in fresh:  # the request id that began at the gateway ends here
+                log.debug("projected", projection=projection.name, seq=seq, request_id=event.request_id)
             position = fresh[-1][0]
             await save_checkpoint(conn, projection.name, position)
     return position

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from nats.js import JetStreamContext
 
 from services.gateway.app import init_app
 from shared import metrics
+from shared.events import DeviceRegistered
 from tests.conftest import SECRET, Services, admin, with_settings
+from tests.integration.helpers import all_events
 
 Client = TestClient[web.Request, web.Application]
 
@@ -282,3 +285,14 @@ async def test_healthz_and_readyz(client: Client) -> None:
     assert ready.status == 200, body
     assert body["nats"] and body["postgres"] and body["pending_migrations"] == []
     assert set(body["projection_lag"]) >= {"heartbeat", "idempotency"}
+
+
+async def test_a_request_id_follows_the_write_into_its_event(client: Client, js: JetStreamContext) -> None:
+    resp = await client.post(
+        "/api/devices", json={"name": "Traced"}, headers=admin(**{"X-Request-Id": "trace-123"})
+    )
+    assert resp.status == 200 and resp.headers["X-Request-Id"] == "trace-123"
+    events = [e for _, e in await all_events(js)]
+    assert any(isinstance(e, DeviceRegistered) and e.request_id == "trace-123" for e in events)
+    generated = (await client.get("/api/stats")).headers["X-Request-Id"]
+    assert len(generated) == 32
