@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.conftest import admin
+from services.gateway.app import init_app
+from tests.conftest import Services, admin, with_settings
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -40,3 +42,25 @@ async def test_metrics_move_with_beats(client: TestClient[web.Request, web.Appli
     assert beats >= 5
     assert "usagehub_http_request_duration_seconds_bucket" in after
     assert "usagehub_websocket_clients" in after and "usagehub_consumer_redeliveries_total" in after
+
+
+async def test_lag_shows_while_the_projector_is_down(services: Services) -> None:
+    settings = with_settings(services.settings, read_your_writes_timeout=0.1)
+    async with TestClient(TestServer(init_app(settings))) as client:
+        resp = await client.post("/api/devices", json={"name": "Laptop"}, headers=admin())
+        token = (await resp.json())["token"]
+        await services.stop_service("projector")
+        for _ in range(3):
+            assert (await client.post("/api/beat", headers={"Authorization": token})).status == 200
+        ready = await (await client.get("/readyz")).json()
+        assert ready["projection_lag"]["heartbeat"] == 3
+        services.start_service("projector")
+        for _ in range(100):
+            if (await (await client.get("/api/stats")).json())["total_beats"] == 3:
+                break
+            await asyncio.sleep(0.05)
+        ready = await (await client.get("/readyz")).json()
+        assert ready["projection_lag"]["heartbeat"] == 0
+        text = await (await client.get("/metrics")).text()
+        assert sample(text, "usagehub_projection_lag", projection="heartbeat") == 0
+        assert sample(text, "usagehub_projection_position", projection="heartbeat") >= 5
