@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import datetime
 
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings, require_servers
@@ -51,6 +52,39 @@ async def _rebuild(settings: Settings, names: list[str]) -> None:
         await nc.close()
 
 
+async def _links_add(settings: Settings, name: str, url: str, description: str) -> int:
+    """Create a link through ingest, as the gateway would; print it as JSON."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from services.gateway.links_read import link_json
+    from shared.bus import COMMANDS_PREFIX, connect
+    from shared.commands import CreateLink, encoder, reply_decoder
+    from shared.logging import new_request_id
+
+    if not settings.nats_url:
+        raise SettingsError("USAGEHUB_NATS_URL is required")
+    cmd = CreateLink(name=name, url=url, description=description, request_id=new_request_id())
+    nc = await connect(settings.nats_url, "usagehub-cli")
+    try:
+        msg = await nc.request(
+            COMMANDS_PREFIX + "CreateLink", encoder.encode(cmd), timeout=settings.command_timeout
+        )
+    except (NoRespondersError, NatsTimeout):
+        print("usagehub: the ingest service did not answer", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    reply = reply_decoder.decode(msg.data)
+    if reply.status >= 400:
+        print(f"usagehub: {reply.error} ({reply.status})", file=sys.stderr)
+        return 1
+    r = reply.result
+    created_at = datetime.fromisoformat(r["created_at"])
+    print(json.dumps(link_json(r["id"], r["name"], r["url"], r["description"], created_at)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from services.projector.projections import PROJECTIONS
 
@@ -62,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     rebuild = sub.add_parser("rebuild", help="drop read models and replay them from the event stream")
     rebuild.add_argument("projection", nargs="+", choices=[*sorted(PROJECTIONS), "all"])
-    sub.add_parser("schema", help="print the JSON Schema of every event")
+    schema = sub.add_parser("schema", help="print the JSON Schema of every event")
+    schema.add_argument("--markdown", action="store_true", help="as docs/events.md")
+    links = sub.add_parser("links", help="manage the Lighthouse link registry")
+    links_sub = links.add_subparsers(dest="links_command", required=True)
+    links_add = links_sub.add_parser("add", help="create a link and print it as JSON")
+    links_add.add_argument("name")
+    links_add.add_argument("url")
+    links_add.add_argument("--description", default="")
     args = parser.parse_args(argv)
 
     try:
@@ -73,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return up(settings)
         if args.command == "schema":
+            from shared.event_docs import render_events_markdown
             from shared.events import event_schema
 
-            print(json.dumps(event_schema(), indent=2))
+            print(render_events_markdown() if args.markdown else json.dumps(event_schema(), indent=2), end="")
             return 0
+        if args.command == "links":
+            return asyncio.run(_links_add(settings, args.name, args.url, args.description))
         if args.command == "migrate":
             asyncio.run(_migrate(_servers(settings)))
             return 0

@@ -3,6 +3,7 @@ other services through the intake stream), and the one reply shape."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -32,7 +33,41 @@ class RecordPageVisit(Command, tag="RecordPageVisit", frozen=True):
     path: str
 
 
-AnyCommand = RegisterDevice | RegenerateDeviceToken | RecordBeat | RecordPageVisit
+class CreateLink(Command, tag="CreateLink", frozen=True):
+    name: str
+    url: str
+    description: str = ""
+
+
+class UpdateLink(Command, tag="UpdateLink", frozen=True):
+    link_id: int
+    # None leaves a field as it is.
+    name: str | None = None
+    url: str | None = None
+    description: str | None = None
+
+
+class DeleteLink(Command, tag="DeleteLink", frozen=True):
+    link_id: int
+
+
+class RecordLinkUsage(Command, tag="RecordLinkUsage", frozen=True):
+    link_id: int
+    user: str
+    # A client's own time of the use; ingest accepts it only within a bounded skew of its clock.
+    used_at: datetime | None = None
+
+
+AnyCommand = (
+    RegisterDevice
+    | RegenerateDeviceToken
+    | RecordBeat
+    | RecordPageVisit
+    | CreateLink
+    | UpdateLink
+    | DeleteLink
+    | RecordLinkUsage
+)
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):

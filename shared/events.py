@@ -59,7 +59,47 @@ class PageVisited(Event, tag="PageVisited", frozen=True):
     path: str
 
 
-AnyEvent = InstallationSetUp | DeviceRegistered | DeviceTokenRegenerated | BeatRecorded | PageVisited
+# --- links (Lighthouse) -----------------------------------------------------------------------
+
+
+class LinkCreated(Event, tag="LinkCreated", frozen=True):
+    link_id: int
+    name: str
+    url: str
+    description: str = ""
+
+
+class LinkUpdated(Event, tag="LinkUpdated", frozen=True):
+    """Only the fields the update changed (``None``: unchanged), so concurrent updates compose."""
+
+    link_id: int
+    name: str | None = None
+    url: str | None = None
+    description: str | None = None
+
+
+class LinkDeleted(Event, tag="LinkDeleted", frozen=True):
+    link_id: int
+
+
+class LinkUsed(Event, tag="LinkUsed", frozen=True):
+    link_id: int
+    user: str
+    # When the use happened (UTC): the ingest's clock, or a client's time it accepted.
+    used_at: datetime
+
+
+AnyEvent = (
+    InstallationSetUp
+    | DeviceRegistered
+    | DeviceTokenRegenerated
+    | BeatRecorded
+    | PageVisited
+    | LinkCreated
+    | LinkUpdated
+    | LinkDeleted
+    | LinkUsed
+)
 
 EVENT_TYPES: tuple[type[Event], ...] = (
     InstallationSetUp,
@@ -67,6 +107,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     DeviceTokenRegenerated,
     BeatRecorded,
     PageVisited,
+    LinkCreated,
+    LinkUpdated,
+    LinkDeleted,
+    LinkUsed,
 )
 
 # Subject of each event type: usagehub.events.<domain>.<type>.
@@ -76,6 +120,10 @@ SUBJECTS: dict[type[Event], str] = {
     DeviceTokenRegenerated: "usagehub.events.devices.token_regenerated",
     BeatRecorded: "usagehub.events.heartbeat.beat_recorded",
     PageVisited: "usagehub.events.heartbeat.page_visited",
+    LinkCreated: "usagehub.events.links.created",
+    LinkUpdated: "usagehub.events.links.updated",
+    LinkDeleted: "usagehub.events.links.deleted",
+    LinkUsed: "usagehub.events.links.used",
 }
 
 # (type tag, version) -> function turning an older payload into the next version's payload.

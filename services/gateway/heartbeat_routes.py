@@ -6,77 +6,38 @@ import html
 import json
 from importlib import resources
 from string import Template
-from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from services.gateway import keys
 from services.gateway.errors import http_error
+from services.gateway.requests import json_object, path_id, require_admin, send
 from services.gateway.stats import read_snapshot, stats_view
-from services.gateway.writes import idempotency_key, raise_for_reply, send_command
-from shared.commands import Command, RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice, Reply
+from services.gateway.writes import idempotency_key
+from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.events import now
-from shared.secrets import same_secret
 
 READ_BY = ("heartbeat",)
 MAX_BODY = 4096
 
 
-async def _send(request: web.Request, cmd: Command) -> Reply:
-    settings = request.app[keys.SETTINGS]
-    reply = await send_command(
-        request.app[keys.NATS],
-        request.app[keys.WATCH],
-        cmd,
-        read_by=READ_BY,
-        command_timeout=settings.command_timeout,
-        read_timeout=settings.read_your_writes_timeout,
-    )
-    raise_for_reply(reply)
-    return reply
-
-
-def _require_admin(request: web.Request) -> None:
-    if not same_secret(request.headers.get("Authorization"), request.app[keys.SETTINGS].secret_key):
-        raise http_error(401, "invalid or missing Authorization header")
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise http_error(400, "request body too large")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise http_error(400, "request body too large")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise http_error(400, "request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise http_error(400, "request body must be a JSON object")
-    return body
-
-
 async def register_device(request: web.Request) -> web.Response:
-    _require_admin(request)
-    body = await _json_object(request)
+    require_admin(request)
+    try:
+        body = await json_object(request, MAX_BODY)
+    except ValueError as exc:
+        raise http_error(400, str(exc)) from None
     name = body.get("name")
     if not isinstance(name, str):
         raise http_error(400, "name must be a non-empty string")
-    reply = await _send(request, RegisterDevice(name=name, idempotency_key=idempotency_key(request)))
+    reply = await send(request, RegisterDevice(name=name, idempotency_key=idempotency_key(request)), READ_BY)
     return web.json_response(reply.result)
 
 
-def _device_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
-        raise http_error(404, f"device {raw} does not exist")
-    return int(raw)
-
-
 async def generate_token(request: web.Request) -> web.Response:
-    _require_admin(request)
-    reply = await _send(request, RegenerateDeviceToken(device_id=_device_id(request)))
+    require_admin(request)
+    reply = await send(request, RegenerateDeviceToken(device_id=path_id(request, "device")), READ_BY)
     return web.json_response(reply.result)
 
 
@@ -84,7 +45,7 @@ async def beat(request: web.Request) -> web.Response:
     token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
     if not token or len(token) > 512:
         raise http_error(401, "invalid or missing Authorization header")
-    reply = await _send(request, RecordBeat(token=token, idempotency_key=idempotency_key(request)))
+    reply = await send(request, RecordBeat(token=token, idempotency_key=idempotency_key(request)), READ_BY)
     return web.Response(text=str(reply.result["timestamp"]), content_type="text/plain")
 
 
@@ -106,7 +67,7 @@ _PAGE = Template(resources.files("services.gateway").joinpath("templates/index.h
 
 async def index(request: web.Request) -> web.Response:
     # Every view of the page is a visit; API calls never are.
-    await _send(request, RecordPageVisit(path=request.path))
+    await send(request, RecordPageVisit(path=request.path), READ_BY)
     view = stats_view(await read_snapshot(request.app[keys.POOL]), now())
     rows = "".join(
         f'<tr data-id="{d["id"]}"><td>{d["id"]}</td><td>{html.escape(d["name"])}</td>'

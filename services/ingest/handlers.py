@@ -25,16 +25,27 @@ from services.ingest.devices import (
     regenerate_token,
     register_device,
 )
+from services.ingest.link_handlers import (
+    handle_create_link,
+    handle_delete_link,
+    handle_record_link_usage,
+    handle_update_link,
+)
+from services.ingest.links import LinkRegistry
 from shared import metrics
 from shared.bus import Appended, Appender, Expectation, ExpectationFailed, get_event_data, read_stream
 from shared.commands import (
     AnyCommand,
     Command,
+    CreateLink,
+    DeleteLink,
     RecordBeat,
+    RecordLinkUsage,
     RecordPageVisit,
     RegenerateDeviceToken,
     RegisterDevice,
     Reply,
+    UpdateLink,
 )
 from shared.events import (
     BeatRecorded,
@@ -64,6 +75,9 @@ class Ingest:
     devices: DeviceRegistry = field(default_factory=DeviceRegistry)
     # Device changes are rare: within one process they take turns, so only replicas ever race.
     device_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The link registry, caught up lazily (services.ingest.link_handlers); changes take turns likewise.
+    links: LinkRegistry = field(default_factory=LinkRegistry)
+    link_changes: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def catch_up_devices(self) -> None:
         registry = self.devices
@@ -212,6 +226,10 @@ HANDLERS: dict[type[Command], Callable[[Ingest, Any], Awaitable[Reply]]] = {
     RegenerateDeviceToken: handle_regenerate_token,
     RecordBeat: handle_record_beat,
     RecordPageVisit: handle_record_page_visit,
+    CreateLink: handle_create_link,
+    UpdateLink: handle_update_link,
+    DeleteLink: handle_delete_link,
+    RecordLinkUsage: handle_record_link_usage,
 }
 
 

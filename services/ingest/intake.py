@@ -16,7 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.ingest.handlers import Ingest, handle
 from shared import metrics
 from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS
-from shared.commands import AnyCommand, RecordBeat, Reply, command_decoder, encoder
+from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -24,6 +24,7 @@ log = get_logger(__name__)
 # usagehub.ingest.<kind>: the payload other services publish, decoded as this command.
 INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "beats": RecordBeat,
+    "link_usage": RecordLinkUsage,
 }
 INTAKE_DURABLE = "ingest-intake"
 # Fields never copied into a rejection record.
@@ -63,7 +64,7 @@ async def serve_commands(nc: NATS, ingest: Ingest) -> Any:
 def _redacted(payload: bytes) -> Any:
     try:
         data = msgspec.json.decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return {"unparsed_bytes": len(payload)}
     if isinstance(data, dict):
         return {k: ("[redacted]" if k.lower() in _SECRET_FIELDS else v) for k, v in data.items()}
@@ -77,7 +78,7 @@ def decode_intake(kind: str, payload: bytes, msg_id: str) -> AnyCommand:
         raise ValueError(f"unknown intake kind {kind!r}; known: {sorted(INTAKE_KINDS)}")
     try:
         fields = msgspec.json.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"payload is not JSON: {exc}") from None
     if not isinstance(fields, dict):
         raise ValueError("payload must be a JSON object")
@@ -120,6 +121,16 @@ async def _take(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
     await msg.ack()
 
 
+async def _take_safely(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
+    # One bad message must never stop the intake of every other one.
+    try:
+        await _take(ingest, js, msg)
+    except Exception:
+        log.exception("intake message could not be handled, will be redelivered")
+        with contextlib.suppress(Exception):
+            await msg.nak(delay=5.0)
+
+
 async def consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Event) -> None:
     config = ConsumerConfig(
         durable_name=INTAKE_DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1
@@ -132,4 +143,4 @@ async def consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Eve
             msgs = await sub.fetch(256, timeout=1.0)
         except TimeoutError:
             continue
-        await asyncio.gather(*(_take(ingest, js, m) for m in msgs))
+        await asyncio.gather(*(_take_safely(ingest, js, m) for m in msgs))

@@ -76,6 +76,8 @@ async def test_concurrent_registrations_get_sequential_unique_ids(client: Client
         b'{"name": null}',
         json.dumps({"name": "x" * 201}).encode(),
         b'{"name": "a\\u0000b"}',
+        b'{"name": "\\ud800"}',
+        b'{"name": "\xff\xfe"}',
     ],
 )
 async def test_register_device_rejects_invalid_bodies_with_400(client: Client, body: bytes) -> None:

@@ -62,14 +62,17 @@ async def test_invalid_intake_messages_are_rejected_with_a_reason(
     await js.publish("usagehub.ingest.beats", b"not json")
     await js.publish("usagehub.ingest.beats", b'{"tok": 1}')
     await js.publish("usagehub.ingest.unheard_of", b"{}")
-    rejected = await rejections(js, 4)
+    await js.publish("usagehub.ingest.beats", b"\xff\xfe not utf-8")
+    rejected = await rejections(js, 5)
     assert [r["subject"] for r in rejected] == [
         "usagehub.rejected.beats",
         "usagehub.rejected.beats",
         "usagehub.rejected.beats",
         "usagehub.rejected.unheard_of",
+        "usagehub.rejected.beats",
     ]
     assert rejected[0]["status"] == 401 and rejected[0]["payload"] == {"token": "[redacted]"}
     assert "JSON" in str(rejected[1]["reason"]) and "token" in str(rejected[2]["reason"])
     assert "unknown intake kind" in str(rejected[3]["reason"])
+    assert rejected[4]["payload"] == {"unparsed_bytes": 12}
     assert (await (await client.get("/api/stats")).json())["total_beats"] == 0

@@ -82,3 +82,12 @@ def test_all_invalid_settings_are_reported_together() -> None:
         )
     message = str(err.value)
     assert "USAGEHUB_HTTP_PORT" in message and "STREAM_REPLICAS" in message and "LOG_FORMAT" in message
+
+
+def test_docs_events_md_is_generated_from_the_types() -> None:
+    from pathlib import Path
+
+    from shared.event_docs import render_events_markdown
+
+    path = Path(__file__).parents[2] / "docs" / "events.md"
+    assert path.read_text() == render_events_markdown(), "run `make docs` to regenerate docs/events.md"
