@@ -148,6 +148,45 @@ async def append_rate(nats_url: str, writers: int, count: int) -> float:
         await nc.close()
 
 
+async def create_link(base: str) -> int:
+    async with aiohttp.ClientSession(base) as http:
+        body = {"name": "bench", "url": "https://bench.example"}
+        async with http.post("/api/links", json=body, headers={"Authorization": SECRET}) as r:
+            link_id: int = (await r.json())["id"]
+            return link_id
+
+
+async def catch_up_rates(nats_url: str, database_url: str) -> dict[str, Any]:
+    """Each projection rebuilt from the whole stream: events applied per second while catching up."""
+    import asyncpg
+
+    from services.projector.projections import PROJECTIONS
+    from services.projector.rebuild import rebuild
+    from shared.bus import read_stream
+
+    nc = await connect(nats_url, "bench-rebuild")
+    conn = await asyncpg.connect(database_url)
+    try:
+        js = nc.jetstream()
+        out: dict[str, Any] = {}
+        for name, projection in sorted(PROJECTIONS.items()):
+            events = 0
+            async for batch in read_stream(js, projection.filters):
+                events += len(batch)
+            started = time.perf_counter()
+            await rebuild(conn, js, projection)
+            seconds = time.perf_counter() - started
+            out[name] = {
+                "events": events,
+                "seconds": round(seconds, 3),
+                "events_per_s": round(events / seconds, 1),
+            }
+        return out
+    finally:
+        await conn.close()
+        await nc.close()
+
+
 def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str, Any]:
     values = [asyncio.run(measure()) for _ in range(rounds)]
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
@@ -175,7 +214,7 @@ def main() -> None:
         )
     data = Path(tempfile.mkdtemp(prefix="usagehub-bench-"))
     try:
-        with usagehub(data) as (base, nats_url, _):
+        with usagehub(data) as (base, nats_url, database_url):
             tokens = asyncio.run(register(base, 8))
             results["beats_per_s_http"] = median_of(
                 args.rounds,
@@ -189,8 +228,14 @@ def main() -> None:
             results["appends_per_s_64_writers_shared"] = median_of(
                 args.rounds, lambda: append_rate(nats_url, 64, 20_000)
             )
-            for extra in _extra_benchmarks():
-                results.update(extra(base, args))
+            link_id = asyncio.run(create_link(base))
+            results["link_usage_posts_per_s_http"] = median_of(
+                args.rounds,
+                lambda: hammer(
+                    base, f"/api/links/{link_id}/usage", n, c, lambda i: {"data": {"user": f"u{i % 50}"}}
+                ),
+            )
+            results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats_url, database_url))
     finally:
         shutil.rmtree(data, ignore_errors=True)
     base_rate = results["baseline_aiohttp_posts_per_s"]["median"]
@@ -202,13 +247,6 @@ def main() -> None:
     )
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-
-
-def _extra_benchmarks() -> list[Callable[[str, argparse.Namespace], dict[str, Any]]]:
-    """Benchmarks of other domains, each a function (base_url, args) -> results."""
-    from bench import domains
-
-    return list(domains.BENCHMARKS)
 
 
 if __name__ == "__main__":
