@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from services.ingest.handlers import Ingest, ensure_installation
+from services.ingest.context import Ingest
+from services.ingest.handlers import ensure_installation
 from services.ingest.intake import consume_intake, serve_commands
 from shared.bus import Appender, close, connect, ensure_streams
 from shared.db import create_pool, migrate
@@ -29,7 +30,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         async with Appender(nc, timeout=settings.command_timeout) as appender:
             ingest = Ingest(appender=appender, js=js, pool=pool)
             await ensure_installation(ingest)
-            await ingest.catch_up_devices()
+            await ingest.devices.catch_up(js)
 
             async def ready() -> tuple[bool, dict[str, Any]]:
                 return nc.is_connected, {"nats": nc.is_connected}
