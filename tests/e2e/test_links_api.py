@@ -6,9 +6,7 @@ import asyncio
 import csv
 import io
 import json
-import os
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +19,7 @@ from nats.js import JetStreamContext
 from services.gateway import keys
 from services.gateway.app import init_app
 from tests.conftest import SECRET, Services, admin, with_settings
+from tests.integration.helpers import run_usagehub
 
 Client = TestClient[web.Request, web.Application]
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -516,20 +515,9 @@ async def test_stats_of_a_link(client: Client, js: JetStreamContext) -> None:
 
 async def test_cli_links_add(client: Client) -> None:
     settings = client.app[keys.SETTINGS]
-    env = {**os.environ, "USAGEHUB_NATS_URL": settings.nats_url, "USAGEHUB_LOG_FORMAT": "json"}
 
     async def usagehub(*args: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services",
-            *args,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-        return proc.returncode or 0, out.decode(), err.decode()
+        return await run_usagehub(*args, nats_url=settings.nats_url)
 
     code, out, err = await usagehub("links", "add", "Docs", "https://example.org/", "--description", "Manual")
     assert code == 0, err

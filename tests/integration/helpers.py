@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import sys
 
-import asyncpg
 from nats.js import JetStreamContext
 
 from shared.bus import read_stream
+from shared.db import Conn
 from shared.events import AnyEvent, decode_event
 
 
@@ -31,15 +34,29 @@ async def raw_stream_bytes(js: JetStreamContext, stream: str, subjects: str) -> 
     return b"\n".join(chunks)
 
 
-async def dump_tables(database_url: str, tables: dict[str, str]) -> dict[str, bytes]:
+async def dump_tables(conn: Conn, tables: dict[str, str]) -> dict[str, bytes]:
     """``COPY`` of each table ordered by the given key: a byte-exact picture of a read model."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        out = {}
-        for table, order in tables.items():
-            buf = io.BytesIO()
-            await conn.copy_from_query(f"SELECT * FROM {table} ORDER BY {order}", output=buf, format="text")
-            out[table] = buf.getvalue()
-        return out
-    finally:
-        await conn.close()
+    out = {}
+    for table, order in tables.items():
+        buf = io.BytesIO()
+        await conn.copy_from_query(f"SELECT * FROM {table} ORDER BY {order}", output=buf, format="text")
+        out[table] = buf.getvalue()
+    return out
+
+
+async def run_usagehub(*args: str, nats_url: str, database_url: str = "") -> tuple[int, str, str]:
+    """The ``usagehub`` admin command as a separate process: (exit status, stdout, stderr)."""
+    env = {**os.environ, "USAGEHUB_NATS_URL": nats_url, "USAGEHUB_LOG_FORMAT": "json"}
+    if database_url:
+        env["USAGEHUB_DATABASE_URL"] = database_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()

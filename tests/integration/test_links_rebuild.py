@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -18,19 +17,11 @@ from services.projector.rebuild import rebuild
 from shared.bus import EVENTS_STREAM, last_sequence
 from shared.db import checkpoints
 from tests.conftest import admin
+from tests.integration.helpers import dump_tables
 
 Client = TestClient[web.Request, web.Application]
 # Each table of the projection with its primary key.
 LINK_TABLES = {"links": "link_id", "link_usage_sessions": "link_id, user_name, started_at"}
-
-
-async def dump(conn: asyncpg.Connection) -> dict[str, bytes]:
-    out = {}
-    for table, order in LINK_TABLES.items():
-        buf = io.BytesIO()
-        await conn.copy_from_query(f"SELECT * FROM {table} ORDER BY {order}", output=buf, format="text")
-        out[table] = buf.getvalue()
-    return out
 
 
 async def uses_stored(js: JetStreamContext, count: int) -> None:
@@ -71,14 +62,14 @@ async def test_rebuild_gives_identical_rows(client: Client, js: JetStreamContext
     try:
         await uses_stored(js, 36)  # the intake is asynchronous: wait for its six
         last = await caught_up(conn, js)
-        before = await dump(conn)
+        before = await dump_tables(conn, LINK_TABLES)
         assert before["links"].count(b"\n") == 3 and b"Gone" not in before["links"]
         assert b"dave" in before["link_usage_sessions"]
 
         position = await rebuild(conn, js, PROJECTIONS["links"])
 
         assert position == last
-        assert await dump(conn) == before
+        assert await dump_tables(conn, LINK_TABLES) == before
         assert (await checkpoints(conn))["links"] == last
     finally:
         await conn.close()

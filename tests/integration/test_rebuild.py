@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-
+import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from services.gateway import keys
 from tests.conftest import admin
-from tests.integration.helpers import dump_tables
+from tests.integration.helpers import dump_tables, run_usagehub
 
 HEARTBEAT_TABLES = {
     "installation": "id",
@@ -20,22 +17,6 @@ HEARTBEAT_TABLES = {
     "idempotency_keys": "idempotency_key",
     "projection_checkpoints": "projection",
 }
-
-
-async def usagehub(*args: str, database_url: str, nats_url: str) -> str:
-    env = {**os.environ, "USAGEHUB_DATABASE_URL": database_url, "USAGEHUB_NATS_URL": nats_url}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
 
 
 async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.Application]) -> None:
@@ -51,11 +32,17 @@ async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.
         assert (await client.post("/api/beat", headers=headers)).status == 200
     await client.get("/")
     await client.post("/api/devices/1/token/generate", headers=admin())
-    before = await dump_tables(settings.database_url, HEARTBEAT_TABLES)
+    conn = await asyncpg.connect(settings.database_url)
+    before = await dump_tables(conn, HEARTBEAT_TABLES)
     assert b"Workstation" in before["heartbeat_devices"] and before["idempotency_keys"]
 
-    out = await usagehub("rebuild", "all", database_url=settings.database_url, nats_url=settings.nats_url)
+    code, out, err = await run_usagehub(
+        "rebuild", "all", database_url=settings.database_url, nats_url=settings.nats_url
+    )
+    assert code == 0, err
     assert "rebuilt heartbeat" in out and "rebuilt idempotency" in out
 
-    after = await dump_tables(settings.database_url, HEARTBEAT_TABLES)
-    assert after == before
+    try:
+        assert await dump_tables(conn, HEARTBEAT_TABLES) == before
+    finally:
+        await conn.close()
