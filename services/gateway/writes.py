@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import re
 from collections.abc import Iterable
 
@@ -32,28 +34,43 @@ _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class ProjectionWatch:
-    """The latest checkpoint of every projection, and waiting for them to reach a stream position."""
+    """The latest checkpoint of every projection, and waiting for them to reach a stream position.
+
+    Each waiting request parks one future per projection in a heap ordered by the position it
+    needs, so a notice wakes only the requests it satisfies.
+    """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
         self.positions: dict[str, int] = {}
-        self._changed = asyncio.Condition()
+        self._waiters: dict[str, list[tuple[int, int, asyncio.Future[None]]]] = {}
+        self._tickets = itertools.count()
+
+    def advance(self, name: str, position: int) -> None:
+        if position <= self.positions.get(name, 0):
+            return
+        self.positions[name] = position
+        heap = self._waiters.get(name, [])
+        while heap and heap[0][0] <= position:
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                future.set_result(None)
 
     async def on_notice(self, msg: Msg) -> None:
-        name = msg.subject.removeprefix(PROJECTED_PREFIX)
         with contextlib.suppress(ValueError):
-            position = int(msg.data)
-            if position > self.positions.get(name, 0):
-                self.positions[name] = position
-                async with self._changed:
-                    self._changed.notify_all()
+            self.advance(msg.subject.removeprefix(PROJECTED_PREFIX), int(msg.data))
 
     async def refresh(self) -> None:
         for name, position in (await checkpoints(self._pool)).items():
-            self.positions[name] = max(position, self.positions.get(name, 0))
+            self.advance(name, position)
 
     def reached(self, projections: Iterable[str], seq: int) -> bool:
         return all(self.positions.get(p, 0) >= seq for p in projections)
+
+    def _park(self, name: str, seq: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters.setdefault(name, []), (seq, next(self._tickets), future))
+        return future
 
     async def wait(self, projections: tuple[str, ...], seq: int, within: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -62,14 +79,13 @@ class ProjectionWatch:
             left = deadline - loop.time()
             if left <= 0:
                 return False
-            async with self._changed:
-                try:
-                    await asyncio.wait_for(self._changed.wait(), min(left, 0.25))
-                    continue
-                except TimeoutError:
-                    pass
-            # No notice for a while: one may have been lost (they are fire-and-forget), so ask Postgres.
-            await self.refresh()
+            parked = [self._park(p, seq) for p in projections if self.positions.get(p, 0) < seq]
+            _, late = await asyncio.wait(parked, timeout=min(left, 0.25))
+            if late:
+                for future in late:
+                    future.cancel()  # popped (and skipped) once the projection passes ``seq``
+                # No notice for a while: one may have been lost (they are fire-and-forget).
+                await self.refresh()
         return True
 
 
