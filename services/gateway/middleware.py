@@ -6,6 +6,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from aiohttp import web
 
 from services.gateway.errors import json_error
@@ -43,6 +44,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         }
         response = json_error(exc.status, exc.reason if exc.status != 404 else "not found")
         response.headers.update(headers)
+        return response
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError):
+        log.warning("database unavailable", path=request.path, method=request.method, exc_info=True)
+        response = json_error(503, "the database is unavailable, try again")
+        response.headers["Retry-After"] = "1"
         return response
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)

@@ -4,6 +4,7 @@ that decides, appends expecting the stream unchanged, and decides again after a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -39,8 +40,28 @@ class Folded(Generic[S]):
         self._fold = fold
         # Changes within one process take turns: then only replicas ever race each other.
         self.changes = asyncio.Lock()
+        self._running: asyncio.Task[None] | None = None
+        self._next: asyncio.Task[None] | None = None
 
     async def catch_up(self, js: JetStreamContext) -> None:
+        """Fold in what the stream has now. Callers that arrive while a read is under way share the
+        one read after it, so a flood of unknown tokens costs one read at a time, not one each."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._read(js))
+            await asyncio.shield(self._running)
+            return
+        if self._next is None or self._next.done():
+            self._next = asyncio.create_task(self._after(self._running, js))
+        await asyncio.shield(self._next)
+
+    async def _after(self, running: asyncio.Task[None], js: JetStreamContext) -> None:
+        with contextlib.suppress(Exception):
+            await running
+        # From here this is the read under way; whoever comes now needs the one after it.
+        self._running, self._next = self._next, None
+        await self._read(js)
+
+    async def _read(self, js: JetStreamContext) -> None:
         state = self.state
         async for batch in read_stream(js, self.subjects, after=state.last_seq):
             for d in batch:

@@ -85,3 +85,27 @@ def test_page_visit_paths() -> None:
     assert record_page_visit(RecordPageVisit(path="/"), event_id="e", at=NOW).path == "/"
     with pytest.raises(Rejected):
         record_page_visit(RecordPageVisit(path="x"), event_id="e", at=NOW)
+
+
+async def test_catch_ups_in_a_flood_share_reads() -> None:
+    """Folded.catch_up: every caller sees a read that began after it asked, and reads never pile up."""
+    import asyncio
+
+    from services.ingest.context import Folded
+
+    reads: list[int] = []
+    gate = asyncio.Event()
+
+    class Counting(Folded[DeviceRegistry]):
+        async def _read(self, js: object) -> None:
+            reads.append(len(reads))
+            await gate.wait()
+
+    folded = Counting([], lambda s, e, q: s, DeviceRegistry())
+    first = asyncio.create_task(folded.catch_up(None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    flood = [asyncio.create_task(folded.catch_up(None)) for _ in range(50)]  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, *flood)
+    assert len(reads) == 2  # the one under way, and one more for everyone who came during it
