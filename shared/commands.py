@@ -10,9 +10,9 @@ import msgspec
 
 
 class Command(msgspec.Struct, tag_field="command", kw_only=True, frozen=True):
-    # The client's Idempotency-Key (scoped by command), or None: then the gateway's own request id
-    # still deduplicates internal retries within JetStream's window.
+    # The client's Idempotency-Key (ingest scopes it by command), or None: every command is a new write.
     idempotency_key: str | None = None
+    # For tracing only (clients may choose it): it never deduplicates anything.
     request_id: str | None = None
 
 

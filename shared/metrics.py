@@ -14,7 +14,9 @@ EVENTS_APPENDED = Counter("usagehub_events_appended_total", "Events appended to 
 COMMANDS = Counter("usagehub_commands_total", "Commands handled by ingest", ["command", "status"])
 INTAKE_REJECTED = Counter("usagehub_intake_rejected_total", "Intake messages rejected", ["kind"])
 PROJECTION_LAG = Gauge(
-    "usagehub_projection_lag", "Events of the projection's subjects stored but not yet applied", ["projection"]
+    "usagehub_projection_lag",
+    "Events of the projection's subjects stored but not yet applied",
+    ["projection"],
 )
 PROJECTION_POSITION = Gauge("usagehub_projection_position", "Projection checkpoint", ["projection"])
 EVENTS_PROJECTED = Counter("usagehub_events_projected_total", "Events applied", ["projection"])

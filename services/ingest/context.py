@@ -72,8 +72,9 @@ class Folded(Generic[S]):
 
 
 def msg_id_for(cmd: Command) -> str:
-    # Scoped by the command, so one client key used on two routes means two different writes.
-    return f"{type(cmd).__name__}:{cmd.idempotency_key or cmd.request_id or new_event_id()}"
+    """The append's ``Nats-Msg-Id``: the client's idempotency key (already scoped by command), or a
+    fresh id. Never the request id: clients choose those too, and reusing one is not a retry."""
+    return cmd.idempotency_key or f"{type(cmd).__name__}:{new_event_id()}"
 
 
 @dataclass

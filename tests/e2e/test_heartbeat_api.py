@@ -298,3 +298,12 @@ async def test_a_request_id_follows_the_write_into_its_event(client: Client, js:
     assert any(isinstance(e, DeviceRegistered) and e.request_id == "trace-123" for e in events)
     generated = (await client.get("/api/stats")).headers["X-Request-Id"]
     assert len(generated) == 32
+
+
+async def test_a_reused_request_id_is_not_a_retry(client: Client) -> None:
+    device = await register(client)
+    for _ in range(3):
+        headers = {"Authorization": device["token"], "X-Request-Id": "same"}
+        resp = await client.post("/api/beat", headers=headers)
+        assert resp.status == 200
+    assert (await stats(client))["total_beats"] == 3
