@@ -139,9 +139,14 @@ async def consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Eve
     sub = await js.pull_subscribe(
         INTAKE_SUBJECTS, durable=INTAKE_DURABLE, stream=INTAKE_STREAM, config=config
     )
-    while not stop.is_set():
-        try:
-            msgs = await sub.fetch(256, timeout=1.0)
-        except TimeoutError:
-            continue
-        await asyncio.gather(*(_take_safely(ingest, js, m) for m in msgs))
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(256, timeout=1.0)
+            except TimeoutError:
+                continue
+            await asyncio.gather(*(_take_safely(ingest, js, m) for m in msgs))
+    finally:
+        # A pull request left open would hold up the connection's drain at shutdown.
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
