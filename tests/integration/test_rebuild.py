@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -46,3 +48,26 @@ async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.
         assert await dump_tables(conn, HEARTBEAT_TABLES) == before
     finally:
         await conn.close()
+
+
+async def test_a_rebuild_during_writes_loses_and_doubles_nothing(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    settings = client.app[keys.SETTINGS]
+    token = (await (await client.post("/api/devices", json={"name": "Busy"}, headers=admin())).json())[
+        "token"
+    ]
+
+    async def beats(n: int) -> None:
+        for _ in range(n):
+            assert (await client.post("/api/beat", headers={"Authorization": token})).status == 200
+
+    writers = [asyncio.create_task(beats(250)) for _ in range(4)]
+    await asyncio.sleep(0.3)  # the rebuild starts while beats keep arriving
+    code, _, err = await run_usagehub(
+        "rebuild", "heartbeat", database_url=settings.database_url, nats_url=settings.nats_url
+    )
+    assert code == 0, err
+    await asyncio.gather(*writers)
+    stats = await (await client.get("/api/stats")).json()
+    assert stats["total_beats"] == 1000 and stats["devices"][0]["num_beats"] == 1000
