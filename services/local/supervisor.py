@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -59,6 +60,30 @@ def _migrate(database_url: str) -> None:
     asyncio.run(run())
 
 
+@dataclass
+class EmbeddedServer:
+    """An embedded server and how to start it again: same data, same port, so no URL changes."""
+
+    start: Callable[[], Server]
+    server: Server | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def launch(self) -> Server:
+        self.server = self.start()
+        return self.server
+
+
+def _may_restart(restarts: list[float], what: str) -> bool:
+    """At most five restarts a minute, with a growing pause; then give up (and stop everything)."""
+    now = time.monotonic()
+    restarts[:] = [t for t in restarts if now - t < 60] + [now]
+    if len(restarts) > 5:
+        log.error("keeps failing, stopping everything", process=what)
+        return False
+    time.sleep(min(5.0, 0.5 * len(restarts)))
+    return True
+
+
 def up(settings: Settings) -> int:
     stopping = False
 
@@ -69,19 +94,23 @@ def up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    servers: list[Server] = []
+    servers: list[EmbeddedServer] = []
     children: list[Child] = []
     try:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         nats_url, database_url = settings.nats_url, settings.database_url
         if not nats_url:
-            servers.append(start_nats(data_dir / "nats", log_file=data_dir / "nats.log"))
-            nats_url = servers[-1].url
+            port = free_port()
+            nats = EmbeddedServer(lambda: start_nats(data_dir / "nats", port, log_file=data_dir / "nats.log"))
+            servers.append(nats)
+            nats_url = nats.launch().url
             log.info("embedded nats started", url=nats_url, data=str(data_dir / "nats"))
         if not database_url:
-            servers.append(start_postgres(data_dir / "postgres"))
-            database_url = servers[-1].url
+            pg_port = free_port()
+            postgres = EmbeddedServer(lambda: start_postgres(data_dir / "postgres", pg_port))
+            servers.append(postgres)
+            database_url = postgres.launch().url
             log.info("embedded postgres started", url=database_url, data=str(data_dir / "postgres"))
         _migrate(database_url)
         env = _child_env(settings, nats_url, database_url)
@@ -95,17 +124,25 @@ def up(settings: Settings) -> int:
         log.info("usagehub is up", url=f"http://{settings.http_host}:{settings.http_port}/")
         while not stopping:
             time.sleep(0.2)
+            for embedded in servers:
+                assert embedded.server is not None
+                if embedded.server.process.poll() is None or stopping:
+                    continue
+                name = embedded.server.name
+                log.warning("embedded server exited, restarting", server=name)
+                if not _may_restart(embedded.restarts, name):
+                    return 1
+                try:
+                    embedded.launch()
+                except Exception:  # e.g. the old one's processes still hold its files: try again
+                    log.warning("embedded server did not start", server=name, exc_info=True)
             for child in children:
                 assert child.process is not None
                 if child.process.poll() is None or stopping:
                     continue
-                now = time.monotonic()
-                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-                if len(child.restarts) > 5:
-                    log.error("child keeps failing, stopping", child=child.service)
-                    return 1
                 log.warning("child exited, restarting", child=child.service, status=child.process.returncode)
-                time.sleep(min(5.0, 0.5 * len(child.restarts)))
+                if not _may_restart(child.restarts, child.service):
+                    return 1
                 child.start()
         return 0
     finally:
@@ -121,6 +158,7 @@ def up(settings: Settings) -> int:
                 except subprocess.TimeoutExpired:
                     child.process.kill()
                     child.process.wait()
-        for server in reversed(servers):
-            server.stop()
+        for embedded in reversed(servers):
+            if embedded.server is not None:
+                embedded.server.stop()
         log.info("usagehub stopped")

@@ -1,0 +1,108 @@
+"""``usagehub up`` as a newcomer runs it: everything starts, survives a crashed embedded server,
+stops on SIGTERM with no process left behind, and the next start keeps the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from services.local.servers import free_port
+
+SECRET = "local-run-secret"
+
+
+def call(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> Any:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+        return json.loads(text) if response.headers.get_content_type() == "application/json" else text
+
+
+def wait_until(check: Any, seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return check()
+        except (OSError, urllib.error.HTTPError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+def processes_using(path: Path) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(path) in cmdline:
+                found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def start(data: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "USAGEHUB_DATA_DIR": str(data),
+        "USAGEHUB_HTTP_PORT": str(port),
+        "USAGEHUB_SECRET_KEY": SECRET,
+        "USAGEHUB_LOG_FORMAT": "json",
+    }
+    for name in ("USAGEHUB_NATS_URL", "USAGEHUB_DATABASE_URL"):
+        env.pop(name, None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services", "up"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(up: subprocess.Popen[bytes]) -> None:
+    os.killpg(up.pid, signal.SIGTERM)  # as Ctrl-C or `kill -TERM -- -PGID` would
+    up.wait(30)
+
+
+def test_up_runs_recovers_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    up = start(data, port)
+    try:
+        wait_until(lambda: call(base + "/readyz"), 90)
+        device = call(base + "/api/devices", "POST", {"Authorization": SECRET}, b'{"name": "Laptop"}')
+        beat = {"Authorization": device["token"]}
+        call(base + "/api/beat", "POST", beat)
+        first = call(base + "/api/stats")
+
+        # The embedded NATS dies: the supervisor starts it again, on the same port and data.
+        nats = [line for line in processes_using(data / "nats") if "nats-server" in line]
+        os.kill(int(nats[0].split(":")[0]), signal.SIGKILL)
+        time.sleep(1)
+        wait_until(lambda: call(base + "/api/beat", "POST", beat), 60)
+    finally:
+        stop(up)
+    assert up.returncode is not None
+    assert processes_using(data) == []
+
+    up = start(data, port)
+    try:
+        wait_until(lambda: call(base + "/readyz"), 60)
+        again = call(base + "/api/stats")
+    finally:
+        stop(up)
+    assert processes_using(data) == []
+    assert again["total_beats"] == 2 and again["devices"][0]["name"] == "Laptop"
+    assert again["uptime"] >= first["uptime"] + 1
