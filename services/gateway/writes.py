@@ -85,7 +85,11 @@ class ProjectionWatch:
                 for future in late:
                     future.cancel()  # popped (and skipped) once the projection passes ``seq``
                 # No notice for a while: one may have been lost (they are fire-and-forget).
-                await self.refresh()
+                try:
+                    await self.refresh()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # The write itself is durable: a read model we cannot see must not fail it.
+                    log.warning("cannot read projection checkpoints", error=repr(exc))
         return True
 
 
