@@ -11,13 +11,22 @@ from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from services.ingest.devices import DEVICE_SUBJECTS, DeviceRegistry, Rejected, fold_device_registry
 from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry
 from shared import metrics
-from shared.bus import Appended, Appender, Expectation, ExpectationFailed, get_event_data, read_stream
+from shared.bus import (
+    EVENTS_STREAM,
+    Appended,
+    Appender,
+    Expectation,
+    ExpectationFailed,
+    get_event_data,
+    read_stream,
+)
 from shared.commands import Command
-from shared.events import Event, decode_event, new_event_id
+from shared.events import Event, decode_event, new_event_id, now
 
 MAX_RETRIES = 20
 
@@ -138,7 +147,27 @@ class Ingest:
         """The event an idempotency key produced before JetStream's duplicate window, if any."""
         if key is None:
             return None
-        seq = await self.pool.fetchval(
-            "SELECT stream_seq FROM idempotency_keys WHERE idempotency_key = $1", key
+        row = await self.pool.fetchrow(
+            "SELECT (SELECT stream_seq FROM idempotency_keys WHERE idempotency_key = $1) AS seq,"
+            " (SELECT position FROM projection_checkpoints WHERE projection = 'idempotency') AS position",
+            key,
         )
-        return None if seq is None else await self.event_at(int(seq))
+        assert row is not None  # a SELECT of two scalar subqueries always returns one row
+        if row["seq"] is not None:
+            return await self.event_at(int(row["seq"]))
+        await self._keys_cover_window(int(row["position"] or 0))
+        return None
+
+    async def _keys_cover_window(self, position: int) -> None:
+        """Refuse (503) rather than risk a double write when neither JetStream nor Postgres can vouch
+        for a key: the key projection has not yet recorded an event older than the duplicate window."""
+        try:
+            oldest_unrecorded = await self.event_at(position + 1)
+        except NotFoundError:
+            return  # the key projection has seen the whole stream
+        age = (now() - oldest_unrecorded.occurred_at).total_seconds()
+        if age < 1.0:
+            return  # the usual few milliseconds behind; every window is longer than this
+        window = float((await self.js.stream_info(EVENTS_STREAM)).config.duplicate_window or 0)
+        if age >= window * 0.9:
+            raise Rejected(503, "idempotency keys are being caught up, try again shortly")

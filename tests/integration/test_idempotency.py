@@ -6,13 +6,14 @@ import asyncio
 
 import asyncpg
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from nats.js import JetStreamContext
 
 from services.gateway import keys
+from services.gateway.app import init_app
 from shared.bus import EVENTS_STREAM
 from shared.events import BeatRecorded, DeviceRegistered, DeviceTokenRegenerated
-from tests.conftest import admin
+from tests.conftest import Services, admin, with_settings
 from tests.integration.helpers import all_events
 
 Client = TestClient[web.Request, web.Application]
@@ -84,3 +85,29 @@ async def test_a_retried_registration_is_the_same_device_with_a_fresh_token(
     assert (await client.post("/api/beat", headers={"Authorization": again["token"]})).status == 200
     kinds = [type(e) for _, e in await all_events(js)]
     assert kinds.count(DeviceRegistered) == 1 and kinds.count(DeviceTokenRegenerated) == 1
+
+
+async def test_a_retry_is_refused_while_neither_jetstream_nor_postgres_can_vouch_for_its_key(
+    services: Services, js: JetStreamContext
+) -> None:
+    settings = with_settings(services.settings, read_your_writes_timeout=0.1)
+    async with TestClient(TestServer(init_app(settings))) as client:
+        token = await token_of(client)
+        info = await js.stream_info(EVENTS_STREAM)
+        info.config.duplicate_window = 1.0
+        await js.update_stream(info.config)
+        await services.stop_service("projector")  # the key projection falls behind
+        headers = {"Authorization": token, "Idempotency-Key": "in-the-gap"}
+        first = await client.post("/api/beat", headers=headers)
+        assert first.status == 200
+        await asyncio.sleep(1.5)  # JetStream's window has passed; Postgres has not seen the key
+        refused = await client.post("/api/beat", headers=headers)
+        assert refused.status == 503 and "idempotency" in (await refused.json())["error"]
+        services.start_service("projector")
+        for _ in range(100):
+            retried = await client.post("/api/beat", headers=headers)
+            if retried.status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert await retried.text() == await first.text()
+        assert await beats_in_stream(js) == 1
