@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from datetime import datetime
 
-from services.ingest.devices import DeviceRegistry, Rejected
+from services.ingest.devices import DeviceRegistry
+from services.ingest.rejected import Rejected
 from shared.commands import RecordBeat, RecordPageVisit
 from shared.events import BeatRecorded, PageVisited
 from shared.secrets import hash_token

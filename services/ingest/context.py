@@ -13,8 +13,9 @@ import asyncpg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from services.ingest.devices import DEVICE_SUBJECTS, DeviceRegistry, Rejected, fold_device_registry
+from services.ingest.devices import DEVICE_SUBJECTS, DeviceRegistry, fold_device_registry
 from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry
+from services.ingest.rejected import Rejected
 from shared import metrics
 from shared.bus import (
     EVENTS_STREAM,

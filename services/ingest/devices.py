@@ -5,20 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from services.ingest.rejected import Rejected
 from shared.commands import RegenerateDeviceToken, RegisterDevice
 from shared.events import DeviceRegistered, DeviceTokenRegenerated, Event
 
 MAX_NAME_LENGTH = 200
 DEVICE_SUBJECTS = "usagehub.events.devices.>"
-
-
-class Rejected(Exception):
-    """A command that must not produce events; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from services.ingest.context import Ingest, msg_id_for
 from services.ingest.devices import (
     DEVICE_SUBJECTS,
     DeviceRegistry,
-    Rejected,
     regenerate_token,
     register_device,
 )
@@ -27,6 +26,7 @@ from services.ingest.link_handlers import (
     handle_record_link_usage,
     handle_update_link,
 )
+from services.ingest.rejected import Rejected
 from shared import metrics
 from shared.bus import Expectation, ExpectationFailed
 from shared.commands import (

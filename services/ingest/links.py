@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-from services.ingest.devices import Rejected
+from services.ingest.rejected import Rejected
 from shared.commands import CreateLink, DeleteLink, RecordLinkUsage, UpdateLink
 from shared.events import Event, LinkCreated, LinkDeleted, LinkUpdated, LinkUsed
 

@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 from services.ingest.beats import device_for_token, record_page_visit
 from services.ingest.devices import (
     DeviceRegistry,
-    Rejected,
     fold_device_registry,
     regenerate_token,
     register_device,
     valid_device_name,
 )
+from services.ingest.rejected import Rejected
 from shared.commands import RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.secrets import hash_token, new_token, same_secret
 

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.ingest.devices import Rejected
 from services.ingest.links import (
     LinkRegistry,
     create_link,
@@ -15,6 +14,7 @@ from services.ingest.links import (
     record_link_usage,
     update_link,
 )
+from services.ingest.rejected import Rejected
 from shared.commands import CreateLink, DeleteLink, RecordLinkUsage, UpdateLink
 from shared.events import Event, LinkCreated
 
