@@ -206,6 +206,11 @@ class Appender:
                 await self._task
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+        # Whatever never left the queue was never appended: say so rather than leave writers waiting.
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.done.done():
+                pending.done.set_exception(ConnectionError("the appender stopped before this append"))
 
     async def append(self, event: Event, msg_id: str, expect: Expectation | None = None) -> Appended:
         subject = subject_of(event)
