@@ -287,26 +287,6 @@ async def get_event_data(js: JetStreamContext, seq: int) -> bytes:
     return bytes(msg.data or b"")
 
 
-async def last_sequence(js: JetStreamContext, subject: str | None = None) -> int:
-    """The stream's last sequence, or the last sequence among messages on ``subject`` (wildcards ok)."""
-    if subject is None:
-        info = await js.stream_info(EVENTS_STREAM)
-        return int(info.state.last_seq)
-    info = await js.stream_info(EVENTS_STREAM, subjects_filter=subject)
-    subjects = info.state.subjects or {}
-    if not subjects:
-        return 0
-    # stream_info does not return sequences per subject, so read the newest one directly.
-    best = 0
-    for name in subjects:
-        try:
-            msg = await js.get_last_msg(EVENTS_STREAM, name, direct=True)
-        except NotFoundError:
-            continue
-        best = max(best, int(msg.seq or 0))
-    return best
-
-
 @dataclass(frozen=True, slots=True)
 class Delivery:
     seq: int

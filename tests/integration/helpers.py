@@ -8,8 +8,9 @@ import os
 import sys
 
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
-from shared.bus import read_stream
+from shared.bus import EVENTS_STREAM, read_stream
 from shared.db import Conn
 from shared.events import AnyEvent, decode_event
 
@@ -60,3 +61,23 @@ async def run_usagehub(*args: str, nats_url: str, database_url: str = "") -> tup
     )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def last_sequence(js: JetStreamContext, subject: str | None = None) -> int:
+    """The stream's last sequence, or the last sequence among messages on ``subject`` (wildcards ok)."""
+    if subject is None:
+        info = await js.stream_info(EVENTS_STREAM)
+        return int(info.state.last_seq)
+    info = await js.stream_info(EVENTS_STREAM, subjects_filter=subject)
+    subjects = info.state.subjects or {}
+    if not subjects:
+        return 0
+    # stream_info does not return sequences per subject, so read the newest one directly.
+    best = 0
+    for name in subjects:
+        try:
+            msg = await js.get_last_msg(EVENTS_STREAM, name, direct=True)
+        except NotFoundError:
+            continue
+        best = max(best, int(msg.seq or 0))
+    return best

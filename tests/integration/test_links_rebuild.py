@@ -14,10 +14,10 @@ from nats.js import JetStreamContext
 from services.gateway import keys
 from services.projector.projections import PROJECTIONS
 from services.projector.rebuild import rebuild
-from shared.bus import EVENTS_STREAM, last_sequence
+from shared.bus import EVENTS_STREAM
 from shared.db import checkpoints
 from tests.conftest import admin
-from tests.integration.helpers import dump_tables
+from tests.integration.helpers import dump_tables, last_sequence
 
 Client = TestClient[web.Request, web.Application]
 # Each table of the projection with its primary key.
