@@ -45,17 +45,22 @@ async def dump_tables(conn: Conn, tables: dict[str, str]) -> dict[str, bytes]:
     return out
 
 
-async def run_usagehub(*args: str, nats_url: str, database_url: str = "") -> tuple[int, str, str]:
-    """The ``usagehub`` admin command as a separate process: (exit status, stdout, stderr)."""
-    env = {**os.environ, "USAGEHUB_NATS_URL": nats_url, "USAGEHUB_LOG_FORMAT": "json"}
+def service_env(nats_url: str, database_url: str = "", **extra: str) -> dict[str, str]:
+    """The environment of a usagehub process started by a test, pointed at the test's servers."""
+    env = {**os.environ, "USAGEHUB_NATS_URL": nats_url, "USAGEHUB_LOG_FORMAT": "json", **extra}
     if database_url:
         env["USAGEHUB_DATABASE_URL"] = database_url
+    return env
+
+
+async def run_usagehub(*args: str, nats_url: str, database_url: str = "") -> tuple[int, str, str]:
+    """The ``usagehub`` admin command as a separate process: (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "services",
         *args,
-        env=env,
+        env=service_env(nats_url, database_url),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

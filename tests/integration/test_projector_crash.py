@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections import Counter
@@ -15,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from services.gateway.app import init_app
 from shared.settings import Settings
 from tests.conftest import Services, admin, with_settings
+from tests.integration.helpers import service_env
 
 BEATS = 20_000
 DEVICES = 5
@@ -22,13 +22,7 @@ CONNECTIONS = 64
 
 
 def start_projector(settings: Settings) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "USAGEHUB_NATS_URL": settings.nats_url,
-        "USAGEHUB_DATABASE_URL": settings.database_url,
-        "USAGEHUB_METRICS_PORT": "0",
-        "USAGEHUB_LOG_FORMAT": "json",
-    }
+    env = service_env(settings.nats_url, settings.database_url, USAGEHUB_METRICS_PORT="0")
     return asyncio.create_subprocess_exec(  # type: ignore[return-value]
         sys.executable,
         "-m",
