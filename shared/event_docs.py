@@ -8,7 +8,7 @@ from shared.events import EVENT_TYPES, SUBJECTS, event_schema
 
 HEADER = """# Events
 
-Generated from `shared/events.py` by `make docs`; do not edit by hand.
+Generated from `shared/events/` by `make docs`; do not edit by hand.
 
 Every event is a JSON object on the JetStream stream `USAGEHUB_EVENTS`, tagged by `type`, with the
 common fields `event_id`, `version` (schema version of its type), `occurred_at` (when ingest

@@ -12,8 +12,8 @@ from aiohttp import web
 
 from services.gateway import keys
 from services.gateway.errors import http_error
+from services.gateway.heartbeat_read import read_snapshot, stats_view
 from services.gateway.requests import json_object, path_id, require_admin, send
-from services.gateway.stats import read_snapshot, stats_view
 from services.gateway.writes import idempotency_key
 from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.events import now

@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 from services.ingest.context import Ingest
-from services.ingest.handlers import ensure_installation
+from services.ingest.heartbeat_handlers import ensure_installation
 from services.ingest.intake import consume_intake, serve_commands
 from shared.bus import Appender, close, connect, ensure_streams
 from shared.db import create_pool, migrate

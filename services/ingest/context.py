@@ -13,7 +13,7 @@ import asyncpg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from services.ingest.devices import DEVICE_SUBJECTS, DeviceRegistry, fold_device_registry
+from services.ingest.heartbeat import DEVICE_SUBJECTS, DeviceRegistry, fold_device_registry
 from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry
 from services.ingest.rejected import Rejected
 from shared import metrics

@@ -1,4 +1,4 @@
-"""Command handlers for links and their usage; ``handlers.HANDLERS`` lists them.
+"""Lighthouse command handlers: links and their usage; listed in ``HANDLERS``.
 
 Each append expects the stream not to have moved on the one subject its decision depends on: a new
 id on ``links.created``, a link's existence on ``links.deleted``. Expecting on ``links.>`` would
@@ -7,7 +7,8 @@ include every usage event, so link changes would keep losing races to ordinary u
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from services.ingest.context import Ingest, msg_id_for
 from services.ingest.links import (
@@ -23,7 +24,7 @@ from services.ingest.links import (
     updated,
 )
 from shared.bus import Appended, Expectation
-from shared.commands import CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
+from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
 from shared.events import Event, LinkCreated, LinkUpdated, LinkUsed, new_event_id, now
 
 
@@ -107,3 +108,11 @@ async def handle_record_link_usage(ingest: Ingest, cmd: RecordLinkUsage) -> Repl
         maybe_news=[404],
     )
     return Reply(status=201, seq=appended.seq, result={"status": "ok"})
+
+
+HANDLERS: dict[type[Command], Callable[[Ingest, Any], Awaitable[Reply]]] = {
+    CreateLink: handle_create_link,
+    UpdateLink: handle_update_link,
+    DeleteLink: handle_delete_link,
+    RecordLinkUsage: handle_record_link_usage,
+}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.gateway.stats import DeviceStats, StatsSnapshot, stats_view
+from services.gateway.heartbeat_read import DeviceStats, StatsSnapshot, stats_view
 from services.projector.heartbeat import (
     DeviceRow,
     HeartbeatState,

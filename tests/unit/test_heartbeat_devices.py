@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.ingest.beats import device_for_token, record_page_visit
-from services.ingest.devices import (
+from services.ingest.heartbeat import (
     DeviceRegistry,
+    device_for_token,
     fold_device_registry,
+    record_page_visit,
     regenerate_token,
     register_device,
     valid_device_name,

@@ -1,0 +1,43 @@
+"""Commands: orders sent to the ingest service (by the gateway over NATS request/reply, or by
+other services through the intake stream), and the one reply shape.
+
+One module per domain defines its commands and their union; this package joins them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from shared.commands.envelope import Command, Reply
+from shared.commands.heartbeat import (
+    HeartbeatCommand,
+    RecordBeat,
+    RecordPageVisit,
+    RegenerateDeviceToken,
+    RegisterDevice,
+)
+from shared.commands.links import CreateLink, DeleteLink, LinksCommand, RecordLinkUsage, UpdateLink
+
+# A new domain adds its union here.
+AnyCommand = HeartbeatCommand | LinksCommand
+
+command_decoder = msgspec.json.Decoder(AnyCommand)
+reply_decoder = msgspec.json.Decoder(Reply)
+encoder = msgspec.json.Encoder()
+
+__all__ = [
+    "AnyCommand",
+    "Command",
+    "CreateLink",
+    "DeleteLink",
+    "RecordBeat",
+    "RecordLinkUsage",
+    "RecordPageVisit",
+    "RegenerateDeviceToken",
+    "RegisterDevice",
+    "Reply",
+    "UpdateLink",
+    "command_decoder",
+    "encoder",
+    "reply_decoder",
+]

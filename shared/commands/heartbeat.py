@@ -1,0 +1,25 @@
+"""Heartbeat commands: devices, their tokens, beats and page visits."""
+
+from __future__ import annotations
+
+from shared.commands.envelope import Command
+
+
+class RegisterDevice(Command, tag="RegisterDevice", frozen=True):
+    name: str
+
+
+class RegenerateDeviceToken(Command, tag="RegenerateDeviceToken", frozen=True):
+    device_id: int
+
+
+class RecordBeat(Command, tag="RecordBeat", frozen=True):
+    # Plaintext only in transit: ingest hashes it and never stores or logs it.
+    token: str
+
+
+class RecordPageVisit(Command, tag="RecordPageVisit", frozen=True):
+    path: str
+
+
+HeartbeatCommand = RegisterDevice | RegenerateDeviceToken | RecordBeat | RecordPageVisit
