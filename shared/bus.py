@@ -40,6 +40,10 @@ INTAKE_SUBJECTS = "usagehub.ingest.>"
 # Intake messages that failed validation, kept with the reason: never lost silently.
 REJECTED_STREAM = "USAGEHUB_REJECTED"
 REJECTED_SUBJECTS = "usagehub.rejected.>"
+# What projectors announce to other services after a change (e.g. a media's usages), kept a week.
+NOTIFY_STREAM = "USAGEHUB_NOTIFY"
+NOTIFY_SUBJECTS = "usagehub.notify.>"
+NOTIFY_MAX_BYTES = 1024**3
 COMMANDS_PREFIX = "usagehub.commands."
 INGEST_QUEUE = "ingest"
 # Core-NATS notices a projector sends after each commit: the gateway's read-your-writes waits on them.
@@ -107,6 +111,15 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             storage=StorageType.FILE,
             num_replicas=replicas,
             max_age=30 * 24 * 3600.0,
+        ),
+        StreamConfig(
+            name=NOTIFY_STREAM,
+            subjects=[NOTIFY_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=7 * 24 * 3600.0,
+            max_bytes=NOTIFY_MAX_BYTES,
+            duplicate_window=120.0,
         ),
     ]
     for config in configs:

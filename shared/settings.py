@@ -9,6 +9,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from urllib.parse import urlsplit
+
+# A print request becomes one event; beyond this its event could outgrow a NATS message (1 MiB).
+MAX_PRINT_KB = 560
 
 
 class SettingsError(ValueError):
@@ -39,10 +43,33 @@ class Settings:
     # ingest and projector serve /healthz, /readyz and /metrics here (the gateway on its HTTP port).
     metrics_port: int = 9100
     stats_interval: float = 1.0
+    # Absolute base of the links the media-usage API answers with (usage uris); empty: this gateway's
+    # own address (``http://<http_host>:<http_port>``), right for ``usagehub up``.
+    public_url: str = ""
+    # Base of the ``media`` links (``<media_api_url>/images/<mediaId>``); empty: the public URL, where
+    # the gateway answers a minimal media document.
+    media_api_url: str = ""
+    # Largest POST /usages/print body, in KiB (the original service's api.setPrint.maxLength).
+    media_print_max_kb: int = 500
 
     @property
     def device_routes_enabled(self) -> bool:
         return bool(self.secret_key)
+
+    @property
+    def public_base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.http_host
+        if host in {"", "0.0.0.0", "::"}:
+            host = "localhost"  # listening everywhere: this machine is one place that reaches it
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.http_port}"
+
+    @property
+    def media_api_base_url(self) -> str:
+        return self.media_api_url.rstrip("/") if self.media_api_url else self.public_base_url
 
 
 def _env_name(field_name: str) -> str:
@@ -104,7 +131,29 @@ def _validate(s: Settings) -> list[str]:
         errors.append("USAGEHUB_NATS_URL must be a nats:// or tls:// URL")
     if s.database_url and not s.database_url.startswith(("postgres://", "postgresql://")):
         errors.append("USAGEHUB_DATABASE_URL must be a postgresql:// URL")
+    for name, url in (("USAGEHUB_PUBLIC_URL", s.public_url), ("USAGEHUB_MEDIA_API_URL", s.media_api_url)):
+        if url and not _base_url(url):
+            errors.append(f"{name} must be an absolute http(s) URL without query or fragment")
+    if not 1 <= s.media_print_max_kb <= MAX_PRINT_KB:
+        errors.append(f"USAGEHUB_MEDIA_PRINT_MAX_KB must be from 1 to {MAX_PRINT_KB}")
     return errors
+
+
+def _base_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # reading the port validates it
+    except ValueError:
+        return False
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+        and "#" not in url
+        and "?" not in url
+        and not any(c.isspace() or ord(c) < 32 for c in url)
+    )
 
 
 def require_servers(s: Settings) -> list[str]:

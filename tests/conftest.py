@@ -21,7 +21,15 @@ from nats.js import JetStreamContext
 from services.gateway.app import init_app
 from services.ingest.__main__ import run as run_ingest
 from services.projector.__main__ import run as run_projector
-from shared.bus import COMMANDS_PREFIX, EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM, connect, ensure_streams
+from shared.bus import (
+    COMMANDS_PREFIX,
+    EVENTS_STREAM,
+    INTAKE_STREAM,
+    NOTIFY_STREAM,
+    REJECTED_STREAM,
+    connect,
+    ensure_streams,
+)
 from shared.logging import configure_logging
 from shared.settings import Settings
 from tests.servers import nats_server, postgres_server
@@ -66,7 +74,7 @@ async def nats_client(nats_url: str) -> AsyncIterator[NATS]:
     """A client on a server whose usagehub streams were just deleted: each test starts empty."""
     nc = await connect(nats_url, "tests")
     js = nc.jetstream()
-    for stream in (EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM):
+    for stream in (EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM, NOTIFY_STREAM):
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)
     await ensure_streams(js)
