@@ -17,9 +17,20 @@ from shared.commands.heartbeat import (
     RegisterDevice,
 )
 from shared.commands.links import CreateLink, DeleteLink, LinksCommand, RecordLinkUsage, UpdateLink
+from shared.commands.media import (
+    DeleteMediaUsage,
+    DeleteMediaUsages,
+    MediaCommand,
+    RecordDigitalUsages,
+    RecordDownloadUsage,
+    RecordFrontUsage,
+    RecordPrintUsages,
+    RecordSyndicationUsage,
+    UpdateMediaUsageStatus,
+)
 
 # A new domain adds its union here.
-AnyCommand = HeartbeatCommand | LinksCommand
+AnyCommand = HeartbeatCommand | LinksCommand | MediaCommand
 
 command_decoder = msgspec.json.Decoder(AnyCommand)
 reply_decoder = msgspec.json.Decoder(Reply)
@@ -30,13 +41,21 @@ __all__ = [
     "Command",
     "CreateLink",
     "DeleteLink",
+    "DeleteMediaUsage",
+    "DeleteMediaUsages",
     "RecordBeat",
+    "RecordDigitalUsages",
+    "RecordDownloadUsage",
+    "RecordFrontUsage",
     "RecordLinkUsage",
     "RecordPageVisit",
+    "RecordPrintUsages",
+    "RecordSyndicationUsage",
     "RegenerateDeviceToken",
     "RegisterDevice",
     "Reply",
     "UpdateLink",
+    "UpdateMediaUsageStatus",
     "command_decoder",
     "encoder",
     "reply_decoder",

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from shared.events import heartbeat, links
+from shared.events import heartbeat, links, media
 from shared.events.envelope import Event, new_event_id, now
 from shared.events.heartbeat import (
     BeatRecorded,
@@ -24,13 +24,20 @@ from shared.events.heartbeat import (
     PageVisited,
 )
 from shared.events.links import LinkCreated, LinkDeleted, LinksEvent, LinkUpdated, LinkUsed
+from shared.events.media import (
+    MediaEvent,
+    MediaUsageDeleted,
+    MediaUsagesDeleted,
+    MediaUsagesRecorded,
+    MediaUsageStatusUpdated,
+)
 
 # A new domain adds its union here and its subjects below.
-AnyEvent = HeartbeatEvent | LinksEvent
+AnyEvent = HeartbeatEvent | LinksEvent | MediaEvent
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
-SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS}
+SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS, **media.SUBJECTS}
 
 # (type tag, version) -> function turning an older payload into the next version's payload.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -85,6 +92,10 @@ __all__ = [
     "LinkDeleted",
     "LinkUpdated",
     "LinkUsed",
+    "MediaUsageDeleted",
+    "MediaUsageStatusUpdated",
+    "MediaUsagesDeleted",
+    "MediaUsagesRecorded",
     "PageVisited",
     "decode_event",
     "encode_event",
