@@ -17,7 +17,19 @@ from services.ingest.context import Ingest
 from services.ingest.handlers import handle
 from shared import metrics
 from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS
-from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
+from shared.commands import (
+    AnyCommand,
+    RecordBeat,
+    RecordDigitalUsages,
+    RecordDownloadUsage,
+    RecordFrontUsage,
+    RecordLinkUsage,
+    RecordPrintUsages,
+    RecordSyndicationUsage,
+    Reply,
+    command_decoder,
+    encoder,
+)
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -26,6 +38,11 @@ log = get_logger(__name__)
 INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "beats": RecordBeat,
     "link_usage": RecordLinkUsage,
+    "media_digital": RecordDigitalUsages,
+    "media_print": RecordPrintUsages,
+    "media_syndication": RecordSyndicationUsage,
+    "media_front": RecordFrontUsage,
+    "media_download": RecordDownloadUsage,
 }
 INTAKE_DURABLE = "ingest-intake"
 # Fields never copied into a rejection record.
