@@ -116,6 +116,8 @@ async def _project(
     name = projection.name
     sub = await pull_consumer(js, name, projection.filters, await checkpoint(conn, name), fresh=True)
     try:
+        if projection.after_commit is not None:
+            await projection.after_commit(js, conn)
         while not stop.is_set():
             deliveries = await fetch(sub, batch, wait=1.0)
             if not deliveries:
@@ -131,6 +133,8 @@ async def _project(
             # AckAll: one ack covers the whole batch, and only after the commit.
             await deliveries[-1].msg.ack()
             await nc.publish(PROJECTED_PREFIX + name, str(position).encode())
+            if projection.after_commit is not None:
+                await projection.after_commit(js, conn)
             metrics.EVENTS_PROJECTED.labels(name).inc(len(deliveries))
             metrics.PROJECTION_POSITION.labels(name).set(position)
             metrics.PROJECTION_LAG.labels(name).set(deliveries[-1].msg.metadata.num_pending)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.projector import heartbeat, idempotency, links
+from nats.js import JetStreamContext
+
+from services.projector import heartbeat, idempotency, links, media_usage
 from shared.db import Conn
 from shared.events import AnyEvent
 
 ApplyBatch = Callable[[Conn, list[tuple[int, AnyEvent]]], Awaitable[None]]
+AfterCommit = Callable[[JetStreamContext, Conn], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,9 @@ class Projection:
     filters: list[str]
     tables: tuple[str, ...]
     apply: ApplyBatch
+    # What must follow a commit (publishing what the batch left to announce); also run when the
+    # projection starts, for whatever a crash left between a commit and this.
+    after_commit: AfterCommit | None = None
 
 
 PROJECTIONS: dict[str, Projection] = {
@@ -26,5 +32,12 @@ PROJECTIONS: dict[str, Projection] = {
         Projection("heartbeat", heartbeat.FILTERS, heartbeat.TABLES, heartbeat.apply_heartbeat),
         Projection("idempotency", idempotency.FILTERS, idempotency.TABLES, idempotency.apply_idempotency),
         Projection("links", links.FILTERS, links.TABLES, links.apply_links),
+        Projection(
+            "media_usage",
+            media_usage.FILTERS,
+            media_usage.TABLES,
+            media_usage.apply_media_usage,
+            media_usage.publish_notifications,
+        ),
     )
 }

@@ -1,0 +1,390 @@
+"""The media-usage read model: every usage reported and not deleted (a status rule may hide one from
+a read, never from the table), and the notification each change of a media's usages leaves behind.
+
+``fold_media_usages`` is pure and takes time only from events; ``reported_usages`` is the one place
+the status rules live (reads and notifications both use it). ``apply_media_usage`` loads the rows a
+batch can touch, folds it and writes back in the batch's transaction, with each changed media's new
+usage list; ``publish_notifications`` sends those after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import msgspec
+from nats.js import JetStreamContext
+
+from shared.bus import NOTIFY_STREAM
+from shared.db import Conn
+from shared.events import (
+    AnyEvent,
+    MediaUsageDeleted,
+    MediaUsagesDeleted,
+    MediaUsagesRecorded,
+    MediaUsageStatusUpdated,
+)
+from shared.events.media import RecordedUsage
+
+FILTERS = ["usagehub.events.media.>"]
+TABLES = ("media_usages", "media_usage_notifications")
+REMOVED = "removed"
+PUBLISHED = "published"
+PENDING = "pending"
+METADATA_KEYS = {
+    "digital": "digitalUsageMetadata",
+    "print": "printUsageMetadata",
+    "syndication": "syndicationUsageMetadata",
+    "front": "frontUsageMetadata",
+    "download": "downloadUsageMetadata",
+}
+NOTIFY_PREFIX = "usagehub.notify.media."
+_PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    usage_id: str
+    media_id: str
+    grouping: str
+    platform: str
+    status: str
+    # JSON as shown by the API, kept as text so reads pass it through untouched.
+    references: str
+    metadata: str
+    date_added: datetime
+    last_modified: datetime
+    date_removed: datetime | None
+    # Stream position of the event that last changed this usage.
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaUsagesState:
+    usages: Mapping[str, UsageRow] = field(default_factory=dict)
+    # Media whose usages the folded events changed: (position, time) of the last such event.
+    changed: Mapping[str, tuple[int, datetime]] = field(default_factory=dict)
+
+
+# --- the status rules ---------------------------------------------------------------------------
+
+
+class Ruled(Protocol):
+    @property
+    def usage_id(self) -> str: ...
+    @property
+    def media_id(self) -> str: ...
+    @property
+    def grouping(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def last_modified(self) -> datetime: ...
+
+
+R = TypeVar("R", bound=Ruled)
+
+
+def reported_usages(usages: Iterable[R]) -> list[R]:
+    """The usages a read reports, newest change first (then by id).
+
+    Usages *match* when they share grouping and media id. A published usage is always reported.
+    Where a removed usage matches another, only published usages of those are reported; otherwise a
+    pending usage is reported only when no published usage matches it. Anything else is reported.
+    """
+    matching: dict[tuple[str, str], list[R]] = {}
+    for usage in usages:
+        matching.setdefault((usage.media_id, usage.grouping), []).append(usage)
+    shown: list[R] = []
+    for members in matching.values():
+        statuses = {m.status for m in members}
+        only_published = len(members) > 1 and REMOVED in statuses
+        for m in members:
+            if m.status == PUBLISHED:
+                shown.append(m)
+            elif only_published or (m.status == PENDING and PUBLISHED in statuses):
+                continue
+            else:
+                shown.append(m)
+    return sorted(shown, key=lambda u: (-u.last_modified.timestamp(), u.usage_id))
+
+
+# --- documents ----------------------------------------------------------------------------------
+
+
+def iso_seconds(at: datetime) -> str:
+    """``2015-11-27T15:56:51Z``: the API's times (UTC, whole seconds)."""
+    return f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z"
+
+
+def usage_document(row: UsageRow) -> dict[str, Any]:
+    """A usage as the API shows it (the seed's field order); JSON columns pass through as they are."""
+    doc: dict[str, Any] = {
+        "id": row.usage_id,
+        "references": msgspec.Raw(row.references),
+        "platform": row.platform,
+        "media": "image",
+        "status": row.status,
+        METADATA_KEYS[row.platform]: msgspec.Raw(row.metadata),
+        "dateAdded": iso_seconds(row.date_added),
+    }
+    if row.date_removed is not None:
+        doc["dateRemoved"] = iso_seconds(row.date_removed)
+    doc["lastModified"] = iso_seconds(row.last_modified)
+    return doc
+
+
+def notification_document(media_id: str, rows: Iterable[UsageRow], position: int, at: datetime) -> bytes:
+    """What subscribers get: the media's usages as a read reports them, in the shape of the search
+    index document (``usages``, each with ``isRemoved``), and the stream position it reflects."""
+    usages = [{**usage_document(r), "isRemoved": r.status == REMOVED} for r in reported_usages(rows)]
+    return _encoder.encode(
+        {"id": media_id, "position": position, "lastModified": iso_seconds(at), "usages": usages}
+    )
+
+
+def subject_token(media_id: str) -> str:
+    """A media id as one NATS subject token: as it is when it is only letters, digits, ``-`` and
+    ``_``; otherwise ``~`` and the hex of its UTF-8 (``~`` never appears in the first kind)."""
+    return media_id if _PLAIN_TOKEN.match(media_id) else "~" + media_id.encode().hex()
+
+
+def notify_subject(media_id: str) -> str:
+    return NOTIFY_PREFIX + subject_token(media_id)
+
+
+# --- the fold -----------------------------------------------------------------------------------
+
+
+def _json(value: object) -> str:
+    return _encoder.encode(value).decode()
+
+
+def _recorded_row(usage: RecordedUsage, before: UsageRow | None, seq: int, at: datetime) -> UsageRow:
+    # A usage seen for the first time, or again after it was removed or deleted, is added (anew).
+    added_anew = before is None or before.status == REMOVED
+    date_added = (usage.date_added or at) if added_anew or before is None else before.date_added
+    return UsageRow(
+        usage_id=usage.usage_id,
+        media_id=usage.media_id,
+        grouping=usage.grouping,
+        platform=usage.platform,
+        status=usage.status,
+        references=_json(usage.references),
+        metadata=_json(usage.metadata),
+        date_added=date_added,
+        last_modified=at,
+        date_removed=at if usage.status == REMOVED else None,
+        position=seq,
+    )
+
+
+def fold_media_usages(state: MediaUsagesState, seq: int, event: AnyEvent) -> MediaUsagesState:
+    usages = dict(state.usages)
+    touched: set[str] = set()
+    at = event.occurred_at
+    match event:
+        case MediaUsagesRecorded(groups=groups):
+            for group in groups:
+                now_there = {u.usage_id for u in group.usages}
+                for usage in group.usages:
+                    usages[usage.usage_id] = _recorded_row(usage, usages.get(usage.usage_id), seq, at)
+                    touched.add(usage.media_id)
+                gone = [
+                    row
+                    for row in usages.values()
+                    if row.grouping == group.grouping
+                    and row.status == group.status
+                    and row.usage_id not in now_there
+                ]
+                for row in gone:
+                    usages[row.usage_id] = replace(
+                        row, status=REMOVED, date_removed=at, last_modified=at, position=seq
+                    )
+                    touched.add(row.media_id)
+        case MediaUsagesDeleted(media_id=media_id):
+            for usage_id in [k for k, row in usages.items() if row.media_id == media_id]:
+                del usages[usage_id]
+                touched.add(media_id)
+        case MediaUsageDeleted(media_id=media_id, usage_id=usage_id):
+            if usage_id in usages and usages[usage_id].media_id == media_id:
+                del usages[usage_id]
+                touched.add(media_id)
+        case MediaUsageStatusUpdated(media_id=media_id, usage_id=usage_id, status=status):
+            found = usages.get(usage_id)
+            if found is not None and found.media_id == media_id:
+                still_removed = found.status == REMOVED and status == REMOVED
+                removed_at = found.date_removed if still_removed else (at if status == REMOVED else None)
+                usages[usage_id] = replace(
+                    found, status=status, date_removed=removed_at, last_modified=at, position=seq
+                )
+                touched.add(media_id)
+    if not touched:
+        return state
+    changed = {**state.changed, **dict.fromkeys(touched, (seq, at))}
+    return MediaUsagesState(usages=usages, changed=changed)
+
+
+def fold_media_usage_events(
+    state: MediaUsagesState, events: Iterable[tuple[int, AnyEvent]]
+) -> MediaUsagesState:
+    for seq, event in events:
+        state = fold_media_usages(state, seq, event)
+    return state
+
+
+# --- the read model in Postgres -----------------------------------------------------------------
+
+# The columns ``row_of`` reads, with the JSON columns as text.
+USAGE_COLUMNS = (
+    "usage_id, media_id, grouping, platform, status, usage_references::text AS usage_references,"
+    " metadata::text AS metadata, date_added, last_modified, date_removed, position"
+)
+
+
+def row_of(record: asyncpg.Record) -> UsageRow:
+    return UsageRow(
+        usage_id=record["usage_id"],
+        media_id=record["media_id"],
+        grouping=record["grouping"],
+        platform=record["platform"],
+        status=record["status"],
+        references=record["usage_references"],
+        metadata=record["metadata"],
+        date_added=record["date_added"],
+        last_modified=record["last_modified"],
+        date_removed=record["date_removed"],
+        position=record["position"],
+    )
+
+
+async def usages_of(conn: Conn, media_ids: Sequence[str]) -> dict[str, list[UsageRow]]:
+    records = await conn.fetch(
+        f"SELECT {USAGE_COLUMNS} FROM media_usages WHERE media_id = ANY($1::text[])", media_ids
+    )
+    out: dict[str, list[UsageRow]] = {m: [] for m in media_ids}
+    for record in records:
+        out[record["media_id"]].append(row_of(record))
+    return out
+
+
+async def _load(conn: Conn, events: list[tuple[int, AnyEvent]]) -> MediaUsagesState:
+    """Every row the batch can change: whole groupings it reports, media it deletes, usages it names."""
+    groupings: set[str] = set()
+    media: set[str] = set()
+    ids: set[str] = set()
+    for _, event in events:
+        match event:
+            case MediaUsagesRecorded(groups=groups):
+                groupings.update(g.grouping for g in groups)
+            case MediaUsagesDeleted(media_id=media_id):
+                media.add(media_id)
+            case MediaUsageDeleted(usage_id=usage_id) | MediaUsageStatusUpdated(usage_id=usage_id):
+                ids.add(usage_id)
+    records = await conn.fetch(
+        f"SELECT {USAGE_COLUMNS} FROM media_usages WHERE grouping = ANY($1::text[])"
+        " OR media_id = ANY($2::text[]) OR usage_id = ANY($3::text[])",
+        sorted(groupings),
+        sorted(media),
+        sorted(ids),
+    )
+    return MediaUsagesState(usages={r["usage_id"]: row_of(r) for r in records})
+
+
+def _values(row: UsageRow) -> tuple[Any, ...]:
+    return (
+        row.usage_id,
+        row.media_id,
+        row.grouping,
+        row.platform,
+        row.status,
+        row.references,
+        row.metadata,
+        row.date_added,
+        row.last_modified,
+        row.date_removed,
+        row.position,
+    )
+
+
+async def apply_media_usage(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
+    before = await _load(conn, events)
+    after = fold_media_usage_events(before, events)
+    if not after.changed:
+        return
+    gone = sorted(set(before.usages) - set(after.usages))
+    if gone:
+        await conn.execute("DELETE FROM media_usages WHERE usage_id = ANY($1::text[])", gone)
+    upserts = [_values(row) for k, row in sorted(after.usages.items()) if before.usages.get(k) != row]
+    if upserts:
+        await conn.executemany(
+            "INSERT INTO media_usages (usage_id, media_id, grouping, platform, status, usage_references,"
+            " metadata, date_added, last_modified, date_removed, position)"
+            " VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10, $11)"
+            " ON CONFLICT (usage_id) DO UPDATE SET media_id = EXCLUDED.media_id,"
+            " grouping = EXCLUDED.grouping, platform = EXCLUDED.platform, status = EXCLUDED.status,"
+            " usage_references = EXCLUDED.usage_references, metadata = EXCLUDED.metadata,"
+            " date_added = EXCLUDED.date_added, last_modified = EXCLUDED.last_modified,"
+            " date_removed = EXCLUDED.date_removed, position = EXCLUDED.position",
+            upserts,
+        )
+    changed = sorted(after.changed)
+    current = await usages_of(conn, changed)
+    notifications = [
+        (media_id, position, notification_document(media_id, current[media_id], position, at).decode())
+        for media_id in changed
+        for position, at in [after.changed[media_id]]
+    ]
+    await conn.executemany(
+        "INSERT INTO media_usage_notifications (media_id, position, document) VALUES ($1, $2, $3)"
+        " ON CONFLICT (media_id) DO UPDATE SET position = EXCLUDED.position, document = EXCLUDED.document",
+        notifications,
+    )
+
+
+# --- notifications, after the commit ------------------------------------------------------------
+
+_PUBLISH_CHUNK = 256
+
+
+async def publish_notifications(js: JetStreamContext, conn: Conn) -> None:
+    """Publish what committed batches left, oldest first, then forget it.
+
+    The message id is the media and the position its document reflects, and the document for a
+    position never changes, so a crash between publishing and forgetting only repeats the same
+    message (which JetStream drops within its duplicate window).
+    """
+    while True:
+        pending = await conn.fetch(
+            "SELECT media_id, position, document FROM media_usage_notifications ORDER BY position, media_id"
+            " LIMIT $1",
+            _PUBLISH_CHUNK,
+        )
+        if not pending:
+            return
+        await asyncio.gather(
+            *(
+                js.publish(
+                    notify_subject(r["media_id"]),
+                    r["document"].encode(),
+                    stream=NOTIFY_STREAM,
+                    headers={"Nats-Msg-Id": f"{subject_token(r['media_id'])}:{r['position']}"},
+                )
+                for r in pending
+            )
+        )
+        await conn.execute(
+            "DELETE FROM media_usage_notifications n"
+            " USING unnest($1::text[], $2::bigint[]) AS p(media_id, position)"
+            " WHERE n.media_id = p.media_id AND n.position = p.position",
+            [r["media_id"] for r in pending],
+            [r["position"] for r in pending],
+        )
+        if len(pending) < _PUBLISH_CHUNK:
+            return
