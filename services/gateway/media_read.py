@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from services.ingest.media import valid_id, valid_usage_id
 from services.projector.media_usage import (
     USAGE_COLUMNS,
     UsageRow,
@@ -36,10 +37,14 @@ def media_uri(media_api: str, media_id: str) -> str:
 
 async def all_usages(conn: Conn, media_id: str) -> list[UsageRow]:
     """Every usage the read model keeps for ``media_id``, whatever the status rules say."""
+    if not valid_id(media_id):
+        return []  # no media has that id (and Postgres could not even take a NUL)
     return (await usages_of(conn, [media_id]))[media_id]
 
 
 async def usage(conn: Conn, usage_id: str) -> UsageRow | None:
+    if not valid_usage_id(usage_id):
+        return None
     record = await conn.fetchrow(f"SELECT {USAGE_COLUMNS} FROM media_usages WHERE usage_id = $1", usage_id)
     return None if record is None else row_of(record)
 

@@ -76,6 +76,11 @@ def valid_id(value: str) -> bool:
     return 0 < len(value) <= MAX_ID and all(0x21 <= ord(c) <= 0x7E and c != "/" for c in value)
 
 
+def valid_usage_id(value: str) -> bool:
+    """What a usage id can be: a grouping (made of ids and ``/``), ``_`` and an MD5."""
+    return 0 < len(value) <= 2 * MAX_ID and all(0x21 <= ord(c) <= 0x7E for c in value)
+
+
 def _text_problem(value: str, limit: int) -> str | None:
     if len(value) > limit:
         return f"must be at most {limit} characters"

@@ -26,6 +26,7 @@ from services.ingest.media import (
     record_syndication,
     update_status,
     valid_id,
+    valid_usage_id,
 )
 from services.ingest.rejected import Rejected
 from shared.bus import EVENTS_STREAM
@@ -72,8 +73,8 @@ async def _last_media_seq(ingest: Ingest) -> int:
 
 async def usage_exists(ingest: Ingest, media_id: str, usage_id: str) -> bool:
     """Whether ``media_id`` has the usage ``usage_id`` as of every media event appended so far."""
-    if not valid_id(media_id):
-        return False
+    if not valid_id(media_id) or not valid_usage_id(usage_id):
+        return False  # no usage can have it (and Postgres could not even take a NUL)
     deadline = asyncio.get_running_loop().time() + CATCH_UP_WAIT
     while True:
         row = await ingest.pool.fetchrow(
