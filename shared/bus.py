@@ -341,18 +341,23 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, wait: float 
 async def read_stream(
     js: JetStreamContext, filters: list[str], after: int = 0, batch: int = 1000
 ) -> AsyncIterator[list[Delivery]]:
-    """Read the event stream from ``after`` to its current end with an ephemeral consumer."""
+    """Read the event stream from ``after`` to its current end with a short-lived consumer, deleted
+    when the read ends (however it ends), so one-off reads never pile up on the server."""
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,
         filter_subjects=filters,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=after + 1,
+        # The server's own clean-up, should this process die before it deletes the consumer.
         inactive_threshold=30.0,
     )
     sub = await js.pull_subscribe("", stream=EVENTS_STREAM, config=config)
+    name: str | None = None
     try:
+        info = await sub.consumer_info()
+        name = info.name
         # What is pending now is "the current end"; later appends are the caller's next read.
-        pending = int((await sub.consumer_info()).num_pending or 0)
+        pending = int(info.num_pending or 0)
         while pending > 0:
             got = await fetch(sub, min(batch, pending), wait=5.0)
             if not got:
@@ -362,3 +367,36 @@ async def read_stream(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(EVENTS_STREAM, name)
+
+
+async def read_new(
+    js: JetStreamContext, subjects: list[str], after: int, most: int = 10_000
+) -> tuple[int, list[tuple[int, bytes]]]:
+    """The events on ``subjects`` after ``after``, by direct gets: no consumer is created.
+
+    Returns (position read up to, [(seq, data)] in stream order). Reading stops at the stream's
+    last sequence as it was when the read began, so the position is exact even while appends go on;
+    past ``most`` events the position is where the read stopped.
+    """
+    until = int((await js.stream_info(EVENTS_STREAM)).state.last_seq)
+    found: list[tuple[int, bytes]] = []
+    for subject in subjects:
+        seq = after + 1
+        while seq <= until:
+            try:
+                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=subject, next=True, direct=True)
+            except NotFoundError:
+                break
+            got = int(msg.seq or 0)
+            if got > until:
+                break
+            found.append((got, bytes(msg.data or b"")))
+            seq = got + 1
+            if len(found) >= most:
+                until = got
+                break
+    found.sort()
+    return until, [(seq, data) for seq, data in found if seq <= until]

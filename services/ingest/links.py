@@ -150,7 +150,6 @@ def create_link(cmd: CreateLink, registry: LinkRegistry, *, event_id: str, at: d
     return LinkCreated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=registry.next_id,
         name=valid_name(cmd.name),
@@ -166,7 +165,6 @@ def update_link(cmd: UpdateLink, registry: LinkRegistry, *, event_id: str, at: d
     return LinkUpdated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=cmd.link_id,
         name=None if cmd.name is None else valid_name(cmd.name),
@@ -180,7 +178,6 @@ def delete_link(cmd: DeleteLink, registry: LinkRegistry, *, event_id: str, at: d
     return LinkDeleted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=cmd.link_id,
     )
@@ -209,7 +206,6 @@ def record_link_usage(
     return LinkUsed(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=cmd.link_id,
         user=user,
