@@ -15,9 +15,14 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from services.ingest.heartbeat import DEVICE_SUBJECTS, DeviceRegistry, fold_device_registry
+from services.ingest.heartbeat import (
+    DEVICE_SUBJECTS,
+    DeviceRegistry,
+    fold_device_registry,
+    skip_device_message,
+)
 from services.ingest.idempotency import IdempotencyKey, same_request
-from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry
+from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry, skip_link_message
 from services.ingest.rejected import Rejected
 from shared import metrics
 from shared.bus import (
@@ -32,8 +37,10 @@ from shared.bus import (
 )
 from shared.commands import Command
 from shared.events import Event, decode_event, new_event_id, now
+from shared.logging import get_logger
 
 MAX_RETRIES = 20
+log = get_logger(__name__)
 
 
 class Sequenced(Protocol):
@@ -53,10 +60,19 @@ class Folded(Generic[S]):
     tokens costs a few cheap requests at a time, never a server-side resource per request.
     """
 
-    def __init__(self, subjects: list[str], fold: Callable[[S, Event, int], S], initial: S) -> None:
+    def __init__(
+        self,
+        subjects: list[str],
+        fold: Callable[[S, Event, int], S],
+        initial: S,
+        skip: Callable[[S, str, int], S],
+    ) -> None:
         self.subjects = subjects
         self.state = initial
         self._fold = fold
+        # For a message that is no event (a projection quarantines it): the state only notes its
+        # position, so appends still expect the stream as it is.
+        self._skip = skip
         # Every event on ``subjects`` up to this stream position is folded into ``state``.
         self._cursor = 0
         # Changes within one process take turns: then only replicas ever race each other.
@@ -69,7 +85,7 @@ class Folded(Generic[S]):
         state, cursor = self.state, self._cursor
         async for batch in read_stream(js, self.subjects, after=cursor):
             for d in batch:
-                state = self._fold(state, decode_event(d.data), d.seq)
+                state = self._apply(state, d.seq, d.subject, d.data)
                 cursor = d.seq
         self._advance(state, cursor)
 
@@ -94,9 +110,17 @@ class Folded(Generic[S]):
     async def _read(self, js: JetStreamContext) -> None:
         state = self.state
         until, found = await read_new(js, self.subjects, after=self._cursor)
-        for seq, data in found:
-            state = self._fold(state, decode_event(data), seq)
+        for seq, subject, data in found:
+            state = self._apply(state, seq, subject, data)
         self._advance(state, until)
+
+    def _apply(self, state: S, seq: int, subject: str, data: bytes) -> S:
+        try:
+            event = decode_event(data)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError) as exc:
+            log.warning("unreadable event skipped", seq=seq, subject=subject, reason=str(exc)[:200])
+            return self._skip(state, subject, seq)
+        return self._fold(state, event, seq)
 
     def _advance(self, state: S, cursor: int) -> None:
         # Two concurrent reads may finish out of order: keep the one that saw more.
@@ -122,10 +146,14 @@ class Ingest:
     js: JetStreamContext
     pool: asyncpg.Pool
     devices: Folded[DeviceRegistry] = field(
-        default_factory=lambda: Folded([DEVICE_SUBJECTS], fold_device_registry, DeviceRegistry())
+        default_factory=lambda: Folded(
+            [DEVICE_SUBJECTS], fold_device_registry, DeviceRegistry(), skip_device_message
+        )
     )
     links: Folded[LinkRegistry] = field(
-        default_factory=lambda: Folded(REGISTRY_SUBJECTS, fold_link_registry, LinkRegistry())
+        default_factory=lambda: Folded(
+            REGISTRY_SUBJECTS, fold_link_registry, LinkRegistry(), skip_link_message
+        )
     )
 
     async def append(
@@ -209,10 +237,13 @@ class Ingest:
         """Refuse (503) rather than risk a double write when neither JetStream nor Postgres can vouch
         for a key: the key projection has not yet recorded an event older than the duplicate window."""
         try:
-            oldest_unrecorded = await self.event_at(position + 1)
+            oldest_unrecorded = await self.js.get_msg(EVENTS_STREAM, position + 1, direct=True)
         except NotFoundError:
             return  # the key projection has seen the whole stream
-        age = (now() - oldest_unrecorded.occurred_at).total_seconds()
+        # The server's own time of storage: it is what the duplicate window is measured from, and it
+        # is there even for a message that is no event.
+        stored_at = oldest_unrecorded.time or now()
+        age = (now() - stored_at).total_seconds()
         if age < 1.0:
             return  # the usual few milliseconds behind; every window is longer than this
         window = float((await self.js.stream_info(EVENTS_STREAM)).config.duplicate_window or 0)

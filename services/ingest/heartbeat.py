@@ -52,6 +52,11 @@ def fold_device_registry(registry: DeviceRegistry, event: Event, seq: int) -> De
     return registry
 
 
+def skip_device_message(registry: DeviceRegistry, subject: str, seq: int) -> DeviceRegistry:
+    """A message on a device subject that is no event: only its position counts."""
+    return replace(registry, last_seq=seq)
+
+
 def valid_device_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise Rejected(400, "name must be a non-empty string")

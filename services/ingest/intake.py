@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.ingest.context import Ingest
 from services.ingest.handlers import handle
 from shared import metrics
-from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS
+from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS, PING
 from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
 from shared.logging import get_logger, request_id_var
 
@@ -43,6 +43,10 @@ MAX_REJECTION_BYTES = 64 * 1024
 
 
 async def _answer(ingest: Ingest, msg: Msg) -> None:
+    if msg.subject == COMMANDS_PREFIX + PING:
+        with contextlib.suppress(Exception):
+            await msg.respond(encoder.encode(Reply(status=200)))
+        return
     try:
         cmd = command_decoder.decode(msg.data)
     except msgspec.DecodeError as exc:

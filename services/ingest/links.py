@@ -84,6 +84,16 @@ def fold_link_registry(registry: LinkRegistry, event: Event, seq: int) -> LinkRe
     return registry
 
 
+def skip_link_message(registry: LinkRegistry, subject: str, seq: int) -> LinkRegistry:
+    """A message on a registry subject that is no event: only its position counts."""
+    return replace(
+        registry,
+        last_seq=seq,
+        last_created_seq=seq if subject == CREATED_SUBJECT else registry.last_created_seq,
+        last_deleted_seq=seq if subject == DELETED_SUBJECT else registry.last_deleted_seq,
+    )
+
+
 def updated(link: Link, event: LinkUpdated) -> Link:
     return replace(
         link,

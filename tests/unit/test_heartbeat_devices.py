@@ -110,7 +110,7 @@ async def test_catch_ups_in_a_flood_share_reads() -> None:
             reads.append(len(reads))
             await gate.wait()
 
-    folded = Counting([], lambda s, e, q: s, DeviceRegistry())
+    folded = Counting([], lambda s, e, q: s, DeviceRegistry(), lambda s, subject, q: s)
     first = asyncio.create_task(folded.catch_up(None))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     flood = [asyncio.create_task(folded.catch_up(None)) for _ in range(50)]  # type: ignore[arg-type]
