@@ -59,7 +59,8 @@ async def _stats_feed(app: web.Application) -> AsyncIterator[None]:
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[request_id_middleware, metrics_middleware, error_middleware],
-        client_max_size=64 * 1024,
+        # The largest body any route takes; each route reads with its own, smaller or equal, limit.
+        client_max_size=max(64 * 1024, settings.media_print_max_kb * 1024),
     )
     app[keys.SETTINGS] = settings
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])

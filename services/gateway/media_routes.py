@@ -14,7 +14,7 @@ import msgspec
 from aiohttp import web
 
 from services.gateway import keys, media_read
-from services.gateway.requests import require_admin
+from services.gateway.requests import BodyTooLarge, decode_json, read_body, require_admin
 from services.gateway.writes import idempotency_key, send_command
 from shared.commands import (
     Command,
@@ -42,6 +42,7 @@ _KEYS = {
     400: "bad-request",
     401: "authentication-failure",
     404: "not-found",
+    408: "request-timeout",
     413: "request-entity-too-large",
     422: "unprocessable-request",
     503: "service-unavailable",
@@ -104,27 +105,14 @@ def argo_errors(parse_key: str | None = None) -> Callable[[View], View]:
 # --- requests -----------------------------------------------------------------------------------
 
 
-async def _body(request: web.Request, limit: int) -> bytes:
-    """The whole body, however many segments it arrives in; 413 beyond ``limit`` bytes."""
-    too_large = MediaError(413, f"request body is larger than {limit} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def json_body(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:
-    raw = await _body(request, limit)
+    """The whole body as a JSON object: 413 beyond ``limit`` bytes, 408 when it stalls, else 400."""
     try:
-        body = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise MediaError(400, f"request body is not valid JSON: {detail}") from None
+        body = decode_json(await read_body(request, limit))
+    except BodyTooLarge:
+        raise MediaError(413, f"request body is larger than {limit} bytes") from None
+    except ValueError as exc:
+        raise MediaError(400, str(exc)) from None
     if not isinstance(body, dict):
         raise MediaError(400, "request body must be a JSON object")
     if _depth(body) > MAX_DEPTH:

@@ -255,7 +255,6 @@ def _recorded(
     return MediaUsagesRecorded(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         platform=platform,
         groups=tuple(groups),
@@ -537,7 +536,6 @@ def update_status(
     return MediaUsageStatusUpdated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         media_id=cmd.media_id,
         usage_id=cmd.usage_id,
@@ -550,7 +548,6 @@ def delete_usage(cmd: DeleteMediaUsage, exists: bool, *, event_id: str, at: date
     return MediaUsageDeleted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         media_id=cmd.media_id,
         usage_id=cmd.usage_id,
@@ -564,7 +561,6 @@ def delete_media_usages(cmd: DeleteMediaUsages, *, event_id: str, at: datetime) 
     return MediaUsagesDeleted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         media_id=cmd.media_id,
     )

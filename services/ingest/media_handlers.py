@@ -15,6 +15,7 @@ from typing import Any
 from nats.js.errors import NotFoundError
 
 from services.ingest.context import Ingest, msg_id_for
+from services.ingest.idempotency import ADMIN, idempotency_key
 from services.ingest.media import (
     delete_media_usages,
     delete_usage,
@@ -93,13 +94,30 @@ async def usage_exists(ingest: Ingest, media_id: str, usage_id: str) -> bool:
         await asyncio.sleep(0.02)
 
 
+def _principal(cmd: Command) -> str:
+    # The admin secret authorizes every HTTP write; a publisher on the intake is its own caller.
+    return ADMIN if cmd.origin == "http" else cmd.origin
+
+
+def _target(event: MediaUsagesRecorded) -> str:
+    """What a write acts on: its content, its media, or (print) the batch as a whole."""
+    usages = [u for g in event.groups for u in g.usages]
+    if event.platform == "digital":
+        return f"content:{event.groups[0].grouping.removeprefix('composer/')}"
+    if event.platform == "print":
+        return "print"
+    return f"media:{usages[0].media_id}"
+
+
 async def _record(ingest: Ingest, cmd: RecordMediaUsages, decide: Decide) -> Reply:
     event = decide(cmd, event_id=new_event_id(), at=now())
-    if isinstance(await ingest.earlier_outcome(cmd.idempotency_key), MediaUsagesRecorded):
-        return Reply(status=202)
     if not event.groups:
         return Reply(status=202)  # an empty list of print records: nothing to record
-    appended = await ingest.append(event, msg_id_for(cmd))
+    key = idempotency_key(cmd, _principal(cmd), _target(event))
+    if isinstance(await ingest.earlier_outcome(key), MediaUsagesRecorded):
+        return Reply(status=202)
+    appended = await ingest.append(event, msg_id_for(cmd, key), key=key)
+    await ingest.original(appended, event, key)  # a key reused for another request: 422
     return Reply(status=202, seq=appended.seq)
 
 
@@ -126,18 +144,25 @@ async def handle_record_download(ingest: Ingest, cmd: RecordDownloadUsage) -> Re
 async def handle_delete_media_usages(ingest: Ingest, cmd: DeleteMediaUsages) -> Reply:
     """200 whether or not the media had usages, as the original answers."""
     event = delete_media_usages(cmd, event_id=new_event_id(), at=now())
-    if event is None or isinstance(await ingest.earlier_outcome(cmd.idempotency_key), MediaUsagesDeleted):
+    if event is None:
         return Reply(status=200)
-    appended = await ingest.append(event, msg_id_for(cmd))
+    key = idempotency_key(cmd, _principal(cmd), f"media:{cmd.media_id}")
+    if isinstance(await ingest.earlier_outcome(key), MediaUsagesDeleted):
+        return Reply(status=200)
+    appended = await ingest.append(event, msg_id_for(cmd, key), key=key)
+    await ingest.original(appended, event, key)
     return Reply(status=200, seq=appended.seq)
 
 
 async def handle_delete_usage(ingest: Ingest, cmd: DeleteMediaUsage) -> Reply:
+    # The usage is looked up before any replay: once deleted, a repeat is plainly 404.
     exists = await usage_exists(ingest, cmd.media_id, cmd.usage_id)
     event = delete_usage(cmd, exists, event_id=new_event_id(), at=now())
-    if isinstance(await ingest.earlier_outcome(cmd.idempotency_key), MediaUsageDeleted):
+    key = idempotency_key(cmd, _principal(cmd), f"usage:{cmd.usage_id}")
+    if isinstance(await ingest.earlier_outcome(key), MediaUsageDeleted):
         return Reply(status=200)
-    appended = await ingest.append(event, msg_id_for(cmd))
+    appended = await ingest.append(event, msg_id_for(cmd, key), key=key)
+    await ingest.original(appended, event, key)
     return Reply(status=200, seq=appended.seq)
 
 
@@ -145,9 +170,11 @@ async def handle_update_status(ingest: Ingest, cmd: UpdateMediaUsageStatus) -> R
     new_status(cmd)  # a bad body is 400 before the usage is looked up, as in the original
     exists = await usage_exists(ingest, cmd.media_id, cmd.usage_id)
     event = update_status(cmd, exists, event_id=new_event_id(), at=now())
-    if isinstance(await ingest.earlier_outcome(cmd.idempotency_key), MediaUsageStatusUpdated):
+    key = idempotency_key(cmd, _principal(cmd), f"usage:{cmd.usage_id}")
+    if isinstance(await ingest.earlier_outcome(key), MediaUsageStatusUpdated):
         return Reply(status=200)
-    appended = await ingest.append(event, msg_id_for(cmd))
+    appended = await ingest.append(event, msg_id_for(cmd, key), key=key)
+    await ingest.original(appended, event, key)
     return Reply(status=200, seq=appended.seq)
 
 
