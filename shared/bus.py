@@ -45,6 +45,7 @@ REJECTED_SUBJECTS = "usagehub.rejected.>"
 NOTIFY_STREAM = "USAGEHUB_NOTIFY"
 NOTIFY_SUBJECTS = "usagehub.notify.>"
 NOTIFY_MAX_BYTES = 1024**3
+NOTIFY_MAX_MESSAGE = 1024 * 1024
 COMMANDS_PREFIX = "usagehub.commands."
 INGEST_QUEUE = "ingest"
 # usagehub.commands.Ping: any ingest answers 200 at once (readiness: is an ingest there?).
@@ -136,8 +137,11 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             storage=StorageType.FILE,
             num_replicas=replicas,
             max_age=7 * 24 * 3600.0,
-            max_bytes=NOTIFY_MAX_BYTES,
             duplicate_window=120.0,
+            # Full: the oldest announcements go first (a subscriber needs only each media's latest).
+            max_bytes=NOTIFY_MAX_BYTES,
+            max_msg_size=NOTIFY_MAX_MESSAGE,
+            discard=DiscardPolicy.OLD,
         ),
     ]
     for config in configs:

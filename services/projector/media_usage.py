@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 
-from shared.bus import NOTIFY_STREAM
+from shared.bus import NOTIFY_MAX_MESSAGE, NOTIFY_STREAM
 from shared.db import Conn
 from shared.events import (
     AnyEvent,
@@ -44,6 +44,8 @@ METADATA_KEYS = {
     "download": "downloadUsageMetadata",
 }
 NOTIFY_PREFIX = "usagehub.notify.media."
+# Room for the headers: a document must fit the stream's largest message, or it could never be sent.
+MAX_NOTIFICATION = NOTIFY_MAX_MESSAGE - 16 * 1024
 _PLAIN_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _encoder = msgspec.json.Encoder()
 
@@ -142,11 +144,15 @@ def usage_document(row: UsageRow) -> dict[str, Any]:
 
 def notification_document(media_id: str, rows: Iterable[UsageRow], position: int, at: datetime) -> bytes:
     """What subscribers get: the media's usages as a read reports them, in the shape of the search
-    index document (``usages``, each with ``isRemoved``), and the stream position it reflects."""
+    index document (``usages``, each with ``isRemoved``), and the stream position it reflects.
+    When that would not fit one message, ``usages`` is null and ``usageCount`` says how many."""
     usages = [{**usage_document(r), "isRemoved": r.status == REMOVED} for r in reported_usages(rows)]
-    return _encoder.encode(
-        {"id": media_id, "position": position, "lastModified": iso_seconds(at), "usages": usages}
-    )
+    head = {"id": media_id, "position": position, "lastModified": iso_seconds(at)}
+    document = _encoder.encode({**head, "usages": usages})
+    if len(document) <= MAX_NOTIFICATION:
+        return document
+    # Too many usages for one message: say how many, and let the subscriber read them (GET).
+    return _encoder.encode({**head, "usages": None, "usageCount": len(usages)})
 
 
 def subject_token(media_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from services.ingest.media import record_digital, record_print
 from services.projector.media_usage import (
+    MAX_NOTIFICATION,
     MediaUsagesState,
     UsageRow,
     fold_media_usage_events,
@@ -171,6 +173,21 @@ def test_the_notification_is_what_a_read_reports_with_is_removed() -> None:
     assert [(u["status"], u["isRemoved"]) for u in doc["usages"]] == [("removed", True)]
     a = json.loads(notification_document("a", [r for r in rows if r.media_id == "a"], 3, at(2)))
     assert [(u["status"], u["isRemoved"]) for u in a["usages"]] == [("published", False)]
+
+
+def test_a_notification_too_large_for_one_message_says_how_many_usages_instead() -> None:
+    [row] = fold(content(["a"])).usages.values()
+    rows = [replace(row, usage_id=f"composer/c{i}_x", grouping=f"composer/c{i}") for i in range(3000)]
+    document = notification_document("a", rows, 7, at(1))
+    assert len(document) <= MAX_NOTIFICATION
+    assert json.loads(document) == {
+        "id": "a",
+        "position": 7,
+        "lastModified": "2015-11-27T15:56:52Z",
+        "usages": None,
+        "usageCount": 3000,
+    }
+    assert len(json.loads(notification_document("a", rows[:500], 7, at(1)))["usages"]) == 500
 
 
 def test_notification_subjects_are_one_token_per_media() -> None:
