@@ -191,58 +191,79 @@ def _recorded_row(usage: RecordedUsage, before: UsageRow | None, seq: int, at: d
     )
 
 
-def fold_media_usages(state: MediaUsagesState, seq: int, event: AnyEvent) -> MediaUsagesState:
-    usages = dict(state.usages)
-    touched: set[str] = set()
-    at = event.occurred_at
-    match event:
-        case MediaUsagesRecorded(groups=groups):
-            for group in groups:
-                now_there = {u.usage_id for u in group.usages}
-                for usage in group.usages:
-                    usages[usage.usage_id] = _recorded_row(usage, usages.get(usage.usage_id), seq, at)
-                    touched.add(usage.media_id)
-                gone = [
-                    row
-                    for row in usages.values()
-                    if row.grouping == group.grouping
-                    and row.status == group.status
-                    and row.usage_id not in now_there
-                ]
-                for row in gone:
-                    usages[row.usage_id] = replace(
-                        row, status=REMOVED, date_removed=at, last_modified=at, position=seq
+class _Working:
+    """One batch's usages being folded in place, indexed by grouping and by media, so an event costs
+    what it touches rather than what the batch loaded. Only the fold below ever sees it."""
+
+    def __init__(self, state: MediaUsagesState) -> None:
+        self.usages = dict(state.usages)
+        self.changed = dict(state.changed)
+        self.by_grouping: dict[str, set[str]] = {}
+        self.by_media: dict[str, set[str]] = {}
+        for row in self.usages.values():
+            self._index(row)
+
+    def _index(self, row: UsageRow) -> None:
+        self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
+        self.by_media.setdefault(row.media_id, set()).add(row.usage_id)
+
+    def put(self, row: UsageRow, seq: int, at: datetime) -> None:
+        self.usages[row.usage_id] = row
+        self._index(row)
+        self.changed[row.media_id] = (seq, at)
+
+    def drop(self, usage_id: str, seq: int, at: datetime) -> None:
+        row = self.usages.pop(usage_id)
+        self.by_grouping[row.grouping].discard(usage_id)
+        self.by_media[row.media_id].discard(usage_id)
+        self.changed[row.media_id] = (seq, at)
+
+    def apply(self, seq: int, event: AnyEvent) -> None:
+        at = event.occurred_at
+        match event:
+            case MediaUsagesRecorded(groups=groups):
+                for group in groups:
+                    now_there = {u.usage_id for u in group.usages}
+                    for usage in group.usages:
+                        self.put(_recorded_row(usage, self.usages.get(usage.usage_id), seq, at), seq, at)
+                    for usage_id in sorted(self.by_grouping.get(group.grouping, set()) - now_there):
+                        row = self.usages[usage_id]
+                        if row.status == group.status:
+                            removed = replace(
+                                row, status=REMOVED, date_removed=at, last_modified=at, position=seq
+                            )
+                            self.put(removed, seq, at)
+            case MediaUsagesDeleted(media_id=media_id):
+                for usage_id in sorted(self.by_media.get(media_id, set())):
+                    self.drop(usage_id, seq, at)
+            case MediaUsageDeleted(media_id=media_id, usage_id=usage_id):
+                if usage_id in self.usages and self.usages[usage_id].media_id == media_id:
+                    self.drop(usage_id, seq, at)
+            case MediaUsageStatusUpdated(media_id=media_id, usage_id=usage_id, status=status):
+                found = self.usages.get(usage_id)
+                if found is not None and found.media_id == media_id:
+                    still_removed = found.status == REMOVED and status == REMOVED
+                    removed_at = found.date_removed if still_removed else (at if status == REMOVED else None)
+                    updated = replace(
+                        found, status=status, date_removed=removed_at, last_modified=at, position=seq
                     )
-                    touched.add(row.media_id)
-        case MediaUsagesDeleted(media_id=media_id):
-            for usage_id in [k for k, row in usages.items() if row.media_id == media_id]:
-                del usages[usage_id]
-                touched.add(media_id)
-        case MediaUsageDeleted(media_id=media_id, usage_id=usage_id):
-            if usage_id in usages and usages[usage_id].media_id == media_id:
-                del usages[usage_id]
-                touched.add(media_id)
-        case MediaUsageStatusUpdated(media_id=media_id, usage_id=usage_id, status=status):
-            found = usages.get(usage_id)
-            if found is not None and found.media_id == media_id:
-                still_removed = found.status == REMOVED and status == REMOVED
-                removed_at = found.date_removed if still_removed else (at if status == REMOVED else None)
-                usages[usage_id] = replace(
-                    found, status=status, date_removed=removed_at, last_modified=at, position=seq
-                )
-                touched.add(media_id)
-    if not touched:
-        return state
-    changed = {**state.changed, **dict.fromkeys(touched, (seq, at))}
-    return MediaUsagesState(usages=usages, changed=changed)
+                    self.put(updated, seq, at)
 
 
 def fold_media_usage_events(
     state: MediaUsagesState, events: Iterable[tuple[int, AnyEvent]]
 ) -> MediaUsagesState:
+    """``state`` after ``events`` (stream position, event), in order; ``state`` itself is not changed."""
+    working = _Working(state)
     for seq, event in events:
-        state = fold_media_usages(state, seq, event)
-    return state
+        working.apply(seq, event)
+    if working.changed == state.changed:
+        return state  # nothing the events name is here: nothing changed
+    return MediaUsagesState(usages=working.usages, changed=working.changed)
+
+
+def fold_media_usages(state: MediaUsagesState, seq: int, event: AnyEvent) -> MediaUsagesState:
+    return fold_media_usage_events(state, [(seq, event)])
 
 
 # --- the read model in Postgres -----------------------------------------------------------------
