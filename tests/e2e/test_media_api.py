@@ -23,11 +23,10 @@ from services.local.servers import free_port
 from shared.bus import EVENTS_STREAM
 from shared.settings import MAX_PRINT_KB, Settings
 from tests.conftest import SECRET, Services, admin, with_settings
+from tests.media_bodies import CONTENT, DIGITAL_METADATA, MEDIA, PRINT_METADATA, digital, print_record
 
 Client = TestClient[web.Request, web.Application]
 ARGO = "application/vnd.argo+json"
-MEDIA = "53b2098571e4e9f1d22e98b74db9a8bc5d060331"
-CONTENT = "56587d29e4b0fe4d55bb97d5"
 SEED_USAGE_ID = f"composer/{CONTENT}_87ad7407a9caef288eb1d34c16cc4735"
 SEED_HOST = "https://media-usage.tools.example.com"
 SEED_MEDIA_API = "https://api.media.tools.example.com"
@@ -36,13 +35,6 @@ USAGE_ID = re.compile(r"^composer/" + CONTENT + r"_[0-9a-f]{32}$")
 
 FRONTEND = {"type": "frontend", "uri": f"http://www.example.com/global/{CONTENT}"}
 COMPOSER = {"type": "composer", "uri": f"https://composer.tools.example.com/content/{CONTENT}"}
-DIGITAL_METADATA = {
-    "webTitle": "Headline",
-    "webUrl": "http://www.example.com/culture/2015/dec/02/headline",
-    "sectionId": "culture",
-    "composerUrl": f"https://composer.tools.example.com/content/{CONTENT}",
-}
-
 # The seed's two response examples (../shared/seeds/003_*.txt), as documented.
 SEED_USAGE = {
     "id": SEED_USAGE_ID,
@@ -124,24 +116,6 @@ async def error(resp: aiohttp.ClientResponse, status: int, key: str) -> str:
     return str(body["errorMessage"])
 
 
-def digital(
-    media_ids: list[str] | None = None,
-    status: str = "pending",
-    references: list[Any] | None = None,
-    **more: Any,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "contentId": CONTENT,
-        "status": status,
-        "mediaIds": [MEDIA] if media_ids is None else media_ids,
-        "digitalUsageMetadata": DIGITAL_METADATA,
-        **more,
-    }
-    if references is not None:
-        body["references"] = references
-    return body
-
-
 async def post(client: Client, path: str, body: Any, status: int = 202, **headers: str) -> None:
     resp = await client.post(path, json=body, headers=admin(**headers))
     assert resp.status == status, await resp.text()
@@ -200,32 +174,6 @@ async def test_the_documented_usage_by_id_is_reproduced_from_events(client: Clie
 
 
 # --- links --------------------------------------------------------------------------------------
-
-
-PRINT_META: dict[str, Any] = {
-    "sectionName": "Grauniad Weekly Test",
-    "issueDate": "2014-07-25T15:30:00Z",
-    "pageNumber": 1,
-    "storyName": "NWPalLoad",
-    "publicationCode": "gdn",
-    "publicationName": "The Grauniad",
-    "layoutId": 10884608,
-    "edition": 1,
-    "size": {"x": 70, "y": 82},
-    "orderedBy": "Davina Bloshen",
-    "sectionCode": "gnd",
-}
-
-
-def print_record(media_id: str = MEDIA, page: int = 1, status: str = "pending") -> dict[str, Any]:
-    return {
-        "dateAdded": "2014-07-25T16:00:00Z",
-        "mediaId": media_id,
-        "printUsageMetadata": {**PRINT_META, "pageNumber": page},
-        "containerId": "container-1",
-        "usageId": "indesign-1",
-        "usageStatus": status,
-    }
 
 
 async def follow(url: str) -> Any:
@@ -304,7 +252,7 @@ async def test_print_syndication_front_and_download_usages(client: Client) -> No
     assert (
         sorted(usages) == ["download", "front", "print1", "print2", "syndication"] and document["length"] == 5
     )
-    assert usages["print1"]["printUsageMetadata"] == PRINT_META
+    assert usages["print1"]["printUsageMetadata"] == PRINT_METADATA
     assert usages["print1"]["references"] == [
         {"type": "indesign", "name": "2014-07-25, The Grauniad, Grauniad Weekly Test, Page 1"}
     ]
@@ -351,6 +299,12 @@ async def test_an_idempotency_key_makes_a_retry_one_write(client: Client, js: Je
         )
     info = await js.stream_info(EVENTS_STREAM, subjects_filter="usagehub.events.media.>")
     assert info.state.subjects == {"usagehub.events.media.recorded": 1}
+    # The same key with another request is refused, and writes nothing.
+    other = {"printUsageRecords": [print_record(page=2)]}
+    resp = await client.post("/usages/print", json=other, headers=admin(**{"Idempotency-Key": "p-1"}))
+    await error(resp, 422, "unprocessable-request")
+    info = await js.stream_info(EVENTS_STREAM, subjects_filter="usagehub.events.media.>")
+    assert info.state.subjects == {"usagehub.events.media.recorded": 1}
     resp = await client.post("/usages/print", json={}, headers=admin(**{"Idempotency-Key": "bad key"}))
     await error(resp, 400, "invalid-idempotency-key")
 
@@ -393,7 +347,7 @@ BAD_BODIES: list[tuple[str, Any, str, list[str]]] = [
             "printUsageRecords": [
                 print_record(),
                 print_record(page=2),
-                {**print_record(page=3), "printUsageMetadata": {**PRINT_META, "size": {"y": 1}}},
+                {**print_record(page=3), "printUsageMetadata": {**PRINT_METADATA, "size": {"y": 1}}},
             ]
         },
         "print-usage-request-parse-failed",
