@@ -49,12 +49,17 @@ from shared.events import (
     MediaUsagesDeleted,
     MediaUsagesRecorded,
     MediaUsageStatusUpdated,
+    encode_event,
     new_event_id,
     now,
 )
 from shared.events.media import SUBJECTS
 
 READ_MODEL = "media_usage"
+# An event is one NATS message (1 MiB by default), headers included. A print record becomes 1.5 to
+# 2 times its size in the event (its id, grouping and reference), so a body within the print limit
+# can still make an event too large when its records are tiny: refused, never half-written.
+MAX_EVENT_BYTES = 1024 * 1024 - 16 * 1024
 # How long a usage lookup waits for the read model to catch up before answering 503.
 CATCH_UP_WAIT = 5.0
 
@@ -113,6 +118,13 @@ async def _record(ingest: Ingest, cmd: RecordMediaUsages, decide: Decide) -> Rep
     event = decide(cmd, event_id=new_event_id(), at=now())
     if not event.groups:
         return Reply(status=202)  # an empty list of print records: nothing to record
+    size = len(encode_event(event))
+    if size > MAX_EVENT_BYTES:
+        raise Rejected(
+            413,
+            f"these usages make an event of {size} bytes, more than the {MAX_EVENT_BYTES} one message"
+            " holds: send them in smaller requests",
+        )
     key = idempotency_key(cmd, _principal(cmd), _target(event))
     if isinstance(await ingest.earlier_outcome(key), MediaUsagesRecorded):
         return Reply(status=202)

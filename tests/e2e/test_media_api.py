@@ -82,6 +82,10 @@ async def stub_media_api() -> AsyncIterator[str]:
     await server.close()
 
 
+def compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
 def public_settings(settings: Settings, **more: object) -> tuple[Settings, int]:
     port = free_port()
     return with_settings(settings, public_url=f"http://127.0.0.1:{port}", **more), port
@@ -462,15 +466,62 @@ async def test_print_bodies_beyond_the_configured_size_are_413(services: Service
 
 async def test_the_largest_print_body_allowed_fits_one_event(services: Services) -> None:
     settings, port = public_settings(services.settings, media_print_max_kb=MAX_PRINT_KB)
+    limit = MAX_PRINT_KB * 1024
     async with TestClient(TestServer(init_app(settings), host="127.0.0.1", port=port)) as client:
-        records = []
-        while len(json.dumps({"printUsageRecords": records})) < MAX_PRINT_KB * 1024 - 600:
-            records.append({**print_record(media_id=f"m{len(records)}"), "containerId": "c" * 150})
-        body = json.dumps({"printUsageRecords": records}).encode()
-        assert MAX_PRINT_KB * 1024 - 600 <= len(body) <= MAX_PRINT_KB * 1024
+
+        def fill(record: Any) -> bytes:
+            """As many records as fit the limit, in compact JSON."""
+            records: list[Any] = []
+            size = len(compact({"printUsageRecords": []}))
+            while size + len(compact(next_one := record(len(records)))) + 1 <= limit:
+                records.append(next_one)
+                size += len(compact(next_one)) + (1 if len(records) > 1 else 0)
+            body = compact({"printUsageRecords": records})
+            assert limit - 1000 <= len(body) <= limit
+            return body
+
+        # Real records: an event of about 1.5 times the body, which fits one message.
+        body = fill(lambda i: print_record(media_id=f"{i:040x}", page=i % 40))
         resp = await client.post("/usages/print", data=body, headers=admin())
         assert resp.status == 202, await resp.text()
-        assert (await by_media(client, f"m{len(records) - 1}"))["length"] == 1
+        assert (await by_media(client, f"{len(json.loads(body)['printUsageRecords']) - 1:040x}"))[
+            "length"
+        ] == 1
+
+        # Records of nothing but short fields make an event twice their size: too large, refused
+        # whole (413), and nothing of them is written.
+        def tiny(i: int) -> dict[str, Any]:
+            texts = (
+                "sectionName",
+                "storyName",
+                "publicationName",
+                "orderedBy",
+                "publicationCode",
+                "sectionCode",
+            )
+            numbers = ("issueDate", "layoutId", "edition", "pageNumber")
+            meta = {
+                **PRINT_METADATA,
+                **dict.fromkeys(texts, ""),
+                **dict.fromkeys(numbers, 0),
+                "size": {"x": 0, "y": 0},
+            }
+            return {
+                "dateAdded": 0,
+                "mediaId": f"t{i}",
+                "printUsageMetadata": meta,
+                "containerId": "",
+                "usageId": "",
+                "usageStatus": "pending",
+            }
+
+        message = await error(
+            await client.post("/usages/print", data=fill(tiny), headers=admin()),
+            413,
+            "request-entity-too-large",
+        )
+        assert "smaller requests" in message
+        await error(await client.get("/usages/media/t0"), 404, "not-found")
 
 
 # --- credentials --------------------------------------------------------------------------------
