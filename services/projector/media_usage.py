@@ -174,8 +174,8 @@ def _json(value: object) -> str:
 
 def _recorded_row(usage: RecordedUsage, before: UsageRow | None, seq: int, at: datetime) -> UsageRow:
     # A usage seen for the first time, or again after it was removed or deleted, is added (anew).
-    added_anew = before is None or before.status == REMOVED
-    date_added = (usage.date_added or at) if added_anew or before is None else before.date_added
+    kept = before is not None and before.status != REMOVED
+    date_added = before.date_added if before is not None and kept else (usage.date_added or at)
     return UsageRow(
         usage_id=usage.usage_id,
         media_id=usage.media_id,
