@@ -142,17 +142,42 @@ def usage_document(row: UsageRow) -> dict[str, Any]:
     return doc
 
 
-def notification_document(media_id: str, rows: Iterable[UsageRow], position: int, at: datetime) -> bytes:
+def usage_json(row: UsageRow) -> str:
+    return _encoder.encode(usage_document(row)).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class ListedUsage:
+    """What reads and notifications need of a usage: what the rules look at, and its document."""
+
+    usage_id: str
+    media_id: str
+    grouping: str
+    status: str
+    last_modified: datetime
+    document: str  # usage_json of its row
+
+
+def listed(row: UsageRow) -> ListedUsage:
+    return ListedUsage(
+        row.usage_id, row.media_id, row.grouping, row.status, row.last_modified, usage_json(row)
+    )
+
+
+def notification_document(media_id: str, usages: Iterable[ListedUsage], position: int, at: datetime) -> bytes:
     """What subscribers get: the media's usages as a read reports them, in the shape of the search
-    index document (``usages``, each with ``isRemoved``), and the stream position it reflects.
+    index document (``usages``, each with ``isRemoved`` first), and the stream position it reflects.
     When that would not fit one message, ``usages`` is null and ``usageCount`` says how many."""
-    usages = [{**usage_document(r), "isRemoved": r.status == REMOVED} for r in reported_usages(rows)]
+    shown = [
+        msgspec.Raw('{"isRemoved":' + ("true" if u.status == REMOVED else "false") + "," + u.document[1:])
+        for u in reported_usages(usages)
+    ]
     head = {"id": media_id, "position": position, "lastModified": iso_seconds(at)}
-    document = _encoder.encode({**head, "usages": usages})
+    document = _encoder.encode({**head, "usages": shown})
     if len(document) <= MAX_NOTIFICATION:
         return document
     # Too many usages for one message: say how many, and let the subscriber read them (GET).
-    return _encoder.encode({**head, "usages": None, "usageCount": len(usages)})
+    return _encoder.encode({**head, "usages": None, "usageCount": len(shown)})
 
 
 def subject_token(media_id: str) -> str:
@@ -291,13 +316,28 @@ def row_of(record: asyncpg.Record) -> UsageRow:
     )
 
 
-async def usages_of(conn: Conn, media_ids: Sequence[str]) -> dict[str, list[UsageRow]]:
-    records = await conn.fetch(
-        f"SELECT {USAGE_COLUMNS} FROM media_usages WHERE media_id = ANY($1::text[])", media_ids
+# The columns ``listed_of`` reads.
+LISTED_COLUMNS = "usage_id, media_id, grouping, status, last_modified, document::text AS document"
+
+
+def listed_of(record: asyncpg.Record) -> ListedUsage:
+    return ListedUsage(
+        record["usage_id"],
+        record["media_id"],
+        record["grouping"],
+        record["status"],
+        record["last_modified"],
+        record["document"],
     )
-    out: dict[str, list[UsageRow]] = {m: [] for m in media_ids}
+
+
+async def listed_usages(conn: Conn, media_ids: Sequence[str]) -> dict[str, list[ListedUsage]]:
+    records = await conn.fetch(
+        f"SELECT {LISTED_COLUMNS} FROM media_usages WHERE media_id = ANY($1::text[])", media_ids
+    )
+    out: dict[str, list[ListedUsage]] = {m: [] for m in media_ids}
     for record in records:
-        out[record["media_id"]].append(row_of(record))
+        out[record["media_id"]].append(listed_of(record))
     return out
 
 
@@ -333,6 +373,7 @@ def _values(row: UsageRow) -> tuple[Any, ...]:
         row.status,
         row.references,
         row.metadata,
+        usage_json(row),
         row.date_added,
         row.last_modified,
         row.date_removed,
@@ -352,17 +393,18 @@ async def apply_media_usage(conn: Conn, events: list[tuple[int, AnyEvent]]) -> N
     if upserts:
         await conn.executemany(
             "INSERT INTO media_usages (usage_id, media_id, grouping, platform, status, usage_references,"
-            " metadata, date_added, last_modified, date_removed, position)"
-            " VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8, $9, $10, $11)"
+            " metadata, document, date_added, last_modified, date_removed, position)"
+            " VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8::json, $9, $10, $11, $12)"
             " ON CONFLICT (usage_id) DO UPDATE SET media_id = EXCLUDED.media_id,"
             " grouping = EXCLUDED.grouping, platform = EXCLUDED.platform, status = EXCLUDED.status,"
             " usage_references = EXCLUDED.usage_references, metadata = EXCLUDED.metadata,"
+            " document = EXCLUDED.document,"
             " date_added = EXCLUDED.date_added, last_modified = EXCLUDED.last_modified,"
             " date_removed = EXCLUDED.date_removed, position = EXCLUDED.position",
             upserts,
         )
     changed = sorted(after.changed)
-    current = await usages_of(conn, changed)
+    current = await listed_usages(conn, changed)
     notifications = [
         (media_id, position, notification_document(media_id, current[media_id], position, at).decode())
         for media_id in changed

@@ -8,6 +8,8 @@ CREATE TABLE media_usages (
     status text NOT NULL,
     usage_references json NOT NULL,
     metadata json NOT NULL,
+    -- The usage as the API shows it, rendered once here so reads and notifications only splice it.
+    document json NOT NULL,
     date_added timestamptz NOT NULL,
     last_modified timestamptz NOT NULL,
     date_removed timestamptz,

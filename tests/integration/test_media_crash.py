@@ -20,6 +20,7 @@ from services.projector.media_usage import (
     USAGE_COLUMNS,
     MediaUsagesState,
     fold_media_usage_events,
+    listed,
     notification_document,
     row_of,
 )
@@ -126,7 +127,7 @@ async def test_rows_and_notifications_are_exact_across_a_projector_crash(
             latest[document["id"]] = document
     assert set(latest) == set(expected.changed)
     for media_id, (position, at) in expected.changed.items():
-        final = [r for r in rows.values() if r.media_id == media_id]
+        final = [listed(r) for r in rows.values() if r.media_id == media_id]
         want = json.loads(notification_document(media_id, final, position, at))
         got = {k: v for k, v in latest[media_id].items() if not k.startswith("_")}
         assert got == want, media_id

@@ -15,10 +15,12 @@ from services.projector.media_usage import (
     MediaUsagesState,
     UsageRow,
     fold_media_usage_events,
+    listed,
     notification_document,
     notify_subject,
     subject_token,
     usage_document,
+    usage_json,
 )
 from shared.commands import RecordDigitalUsages, RecordPrintUsages
 from shared.events import AnyEvent, MediaUsageDeleted, MediaUsagesDeleted, MediaUsageStatusUpdated
@@ -168,16 +170,19 @@ def test_the_notification_is_what_a_read_reports_with_is_removed() -> None:
         content(["a"], "pending"), content(["a", "b"], "published", 1), content(["a"], "published", 2)
     )
     rows = list(state.usages.values())
-    doc = json.loads(notification_document("b", [r for r in rows if r.media_id == "b"], 3, at(2)))
+    doc = json.loads(notification_document("b", [listed(r) for r in rows if r.media_id == "b"], 3, at(2)))
     assert doc["id"] == "b" and doc["position"] == 3 and doc["lastModified"] == "2015-11-27T15:56:53Z"
     assert [(u["status"], u["isRemoved"]) for u in doc["usages"]] == [("removed", True)]
-    a = json.loads(notification_document("a", [r for r in rows if r.media_id == "a"], 3, at(2)))
+    a = json.loads(notification_document("a", [listed(r) for r in rows if r.media_id == "a"], 3, at(2)))
+    [published_a] = [r for r in rows if r.media_id == "a" and r.status == "published"]
+    assert a["usages"] == [{"isRemoved": False, **json.loads(usage_json(published_a))}]
+    assert list(a["usages"][0])[:2] == ["isRemoved", "id"]  # as in the seed's index document
     assert [(u["status"], u["isRemoved"]) for u in a["usages"]] == [("published", False)]
 
 
 def test_a_notification_too_large_for_one_message_says_how_many_usages_instead() -> None:
     [row] = fold(content(["a"])).usages.values()
-    rows = [replace(row, usage_id=f"composer/c{i}_x", grouping=f"composer/c{i}") for i in range(3000)]
+    rows = [listed(replace(row, usage_id=f"composer/c{i}_x", grouping=f"composer/c{i}")) for i in range(3000)]
     document = notification_document("a", rows, 7, at(1))
     assert len(document) <= MAX_NOTIFICATION
     assert json.loads(document) == {
