@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -114,7 +115,10 @@ def reported_usages(usages: Iterable[R]) -> list[R]:
                 continue
             else:
                 shown.append(m)
-    return sorted(shown, key=lambda u: (-u.last_modified.timestamp(), u.usage_id))
+    # Two stable sorts: by id, then newest change first (the cheapest way to that order).
+    shown.sort(key=attrgetter("usage_id"))
+    shown.sort(key=attrgetter("last_modified"), reverse=True)
+    return shown
 
 
 # --- documents ----------------------------------------------------------------------------------
