@@ -187,6 +187,162 @@ async def catch_up_rates(nats_url: str, database_url: str) -> dict[str, Any]:
         await nc.close()
 
 
+def _print_record(media_id: str, page: int = 1) -> dict[str, Any]:
+    meta = {
+        "sectionName": "Bench Weekly",
+        "issueDate": "2014-07-25T15:30:00Z",
+        "pageNumber": page,
+        "storyName": "Bench",
+        "publicationCode": "gdn",
+        "publicationName": "The Bench",
+        "layoutId": 10884608,
+        "edition": 1,
+        "size": {"x": 70, "y": 82},
+        "orderedBy": "Bench",
+        "sectionCode": "bch",
+    }
+    return {
+        "dateAdded": "2014-07-25T16:00:00Z",
+        "mediaId": media_id,
+        "printUsageMetadata": meta,
+        "containerId": "c",
+        "usageId": "u",
+        "usageStatus": "pending",
+    }
+
+
+async def _media_load(base: str, total: int, per_request: int) -> float:
+    """``total`` usages through the real write path (HTTP print requests); one media ("hot") gets 100
+    of them (pages 1-100), every other media one. Returns seconds taken."""
+    bodies = [{"printUsageRecords": [_print_record("hot", page) for page in range(1, 101)]}]
+    others = [f"{i:040x}" for i in range(total - 100)]
+    for i in range(0, len(others), per_request):
+        bodies.append({"printUsageRecords": [_print_record(m) for m in others[i : i + per_request]]})
+    started = time.perf_counter()
+    await hammer(
+        base,
+        "/usages/print",
+        len(bodies),
+        8,
+        lambda i: {"json": bodies[i], "headers": {"Authorization": SECRET}},
+    )
+    return time.perf_counter() - started
+
+
+async def _gateway_cpu_seconds(http: aiohttp.ClientSession) -> float:
+    async with http.get("/metrics") as r:
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            return float(line.split()[1])
+    raise RuntimeError("the gateway's /metrics has no process_cpu_seconds_total")
+
+
+async def _media_get_latency(base: str, count: int) -> dict[str, Any]:
+    """``GET /usages/media/hot`` one after another on one connection: milliseconds per request, and
+    the gateway's CPU per request (what latency is on an idle machine; the load average says how
+    idle this one was)."""
+    timings = []
+    async with aiohttp.ClientSession(base) as http:
+        cpu_before = await _gateway_cpu_seconds(http)
+        for _ in range(count):
+            started = time.perf_counter()
+            async with http.get("/usages/media/hot") as r:
+                body = await r.read()
+                if r.status != 200 or json.loads(body)["length"] != 100:
+                    raise RuntimeError(f"GET /usages/media/hot: {r.status} {body[:200]!r}")
+            timings.append((time.perf_counter() - started) * 1000)
+        cpu_ms = (await _gateway_cpu_seconds(http) - cpu_before) * 1000
+    timings.sort()
+    return {
+        "requests": count,
+        "p50_ms": round(timings[len(timings) // 2], 2),
+        "p99_ms": round(timings[int(len(timings) * 0.99)], 2),
+        "max_ms": round(timings[-1], 2),
+        "gateway_cpu_ms_per_request": round(cpu_ms / count, 3),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+async def _media_nats_rate(nats_url: str, database_url: str, count: int, tag: str) -> float:
+    """Print usages published straight onto the intake, one per message: per second until all of
+    them are in the read model (intake, ingest, event stream, projection)."""
+    import asyncpg
+
+    from shared.bus import EVENTS_STREAM
+
+    subject = "usagehub.events.media.recorded"
+    nc = await connect(nats_url, "bench-media")
+    conn = await asyncpg.connect(database_url)
+    try:
+        js = nc.jetstream()
+
+        async def recorded() -> int:
+            info = await js.stream_info(EVENTS_STREAM, subjects_filter=subject)
+            return int((info.state.subjects or {}).get(subject, 0))
+
+        before = await recorded()
+        started = time.perf_counter()
+        for i in range(0, count, 256):
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        "usagehub.ingest.media_print",
+                        json.dumps({"printUsageRecords": [_print_record(f"{tag}-{j}")]}).encode(),
+                        headers={"Nats-Msg-Id": f"{tag}-{j}"},
+                    )
+                    for j in range(i, min(count, i + 256))
+                )
+            )
+        while await recorded() < before + count:
+            await asyncio.sleep(0.05)
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("intake media usages did not all reach the event stream")
+        last = int((await js.get_last_msg(EVENTS_STREAM, subject, direct=True)).seq or 0)
+        position = "SELECT position FROM projection_checkpoints WHERE projection = 'media_usage'"
+        while True:  # polled: the projector's notices are core NATS, this is simpler and as exact
+            if int(await conn.fetchval(position) or 0) >= last:
+                return count / (time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+        await nc.close()
+
+
+def media_usage(base: str, nats_url: str, database_url: str, rounds: int, n: int, c: int) -> dict[str, Any]:
+    """The media-usage API: ``GET /usages/media/:id`` latency with 100 usages on the media and
+    100,000 in all (loaded through HTTP print requests, the real write path), then usage writes per
+    second over HTTP (one print record per request) and straight onto NATS (one per message)."""
+    total = 100_000
+    load_seconds = asyncio.run(_media_load(base, total, per_request=100))
+    latency = asyncio.run(_media_get_latency(base, 2000))
+    writes = iter(range(1_000_000))
+
+    def http_round() -> Awaitable[float]:
+        tag = f"http-{next(writes)}"
+        return hammer(
+            base,
+            "/usages/print",
+            n,
+            c,
+            lambda i: {
+                "json": {"printUsageRecords": [_print_record(f"{tag}-{i}")]},
+                "headers": {"Authorization": SECRET},
+            },
+        )
+
+    return {
+        "loaded_usages": total,
+        "loaded_through": "HTTP POST /usages/print, 100 records per request, 8 connections",
+        "load_usages_per_s": round(total / load_seconds, 1),
+        "get_by_media_100_of_100000": latency,
+        "writes_per_s_http": median_of(rounds, http_round),
+        "writes_per_s_nats": median_of(
+            rounds, lambda: _media_nats_rate(nats_url, database_url, n, f"nats-{next(writes)}")
+        ),
+    }
+
+
 def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str, Any]:
     values = [asyncio.run(measure()) for _ in range(rounds)]
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
@@ -235,6 +391,7 @@ def main() -> None:
                     base, f"/api/links/{link_id}/usage", n, c, lambda i: {"data": {"user": f"u{i % 50}"}}
                 ),
             )
+            results["media_usage"] = media_usage(base, nats_url, database_url, args.rounds, n, c)
             results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats_url, database_url))
     finally:
         shutil.rmtree(data, ignore_errors=True)
