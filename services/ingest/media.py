@@ -108,9 +108,9 @@ def parse_time(value: object) -> datetime | None:
     if isinstance(value, str):
         try:
             at = datetime.fromisoformat(value)
-        except ValueError:
+            return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: an offset past year 1 or 9999
             return None
-        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return _EPOCH + timedelta(milliseconds=value)
@@ -218,7 +218,7 @@ def md5(*parts: object) -> str:
 def iso_millis(at: datetime) -> str:
     """``2014-07-25T15:30:00.000Z``: how the original prints a date it hashes."""
     at = at.astimezone(UTC)
-    return f"{at:%Y-%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
+    return f"{at.year:04d}-{at:%m-%dT%H:%M:%S}.{at.microsecond // 1000:03d}Z"
 
 
 def epoch_millis(at: datetime) -> int:
@@ -240,9 +240,8 @@ def digital_references(meta: DigitalUsageMetadata) -> tuple[UsageReference, ...]
 
 
 def print_references(meta: PrintUsageMetadata) -> tuple[UsageReference, ...]:
-    title = ", ".join(
-        [f"{meta.issue_date:%Y-%m-%d}", meta.publication_name, meta.section_name, f"Page {meta.page_number}"]
-    )
+    day = f"{meta.issue_date.year:04d}-{meta.issue_date:%m-%d}"
+    title = ", ".join([day, meta.publication_name, meta.section_name, f"Page {meta.page_number}"])
     return (UsageReference("indesign", name=title),)
 
 

@@ -126,7 +126,9 @@ def reported_usages(usages: Iterable[R]) -> list[R]:
 
 def iso_seconds(at: datetime) -> str:
     """``2015-11-27T15:56:51Z``: the API's times (UTC, whole seconds)."""
-    return f"{at.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z"
+    at = at.astimezone(UTC)
+    # Field by field: strftime writes year 1 as "1", not "0001".
+    return f"{at.year:04d}-{at.month:02d}-{at.day:02d}T{at.hour:02d}:{at.minute:02d}:{at.second:02d}Z"
 
 
 def usage_document(row: UsageRow) -> dict[str, Any]:

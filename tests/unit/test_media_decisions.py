@@ -346,6 +346,8 @@ def test_deletes() -> None:
         ("2014-07-25", datetime(2014, 7, 25, tzinfo=UTC)),
         (1406302200000, datetime(2014, 7, 25, 15, 30, tzinfo=UTC)),
         ("yesterday", None),
+        ("0001-01-01T00:00:00+01:00", None),
+        ("9999-12-31T23:59:59-01:00", None),
         ("2014-13-01T00:00:00Z", None),
         (True, None),
         (1.5, None),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +15,7 @@ from services.projector.media_usage import (
     MediaUsagesState,
     UsageRow,
     fold_media_usage_events,
+    iso_seconds,
     listed,
     notification_document,
     notify_subject,
@@ -141,6 +142,13 @@ def test_print_usages_are_added_at_the_clients_date() -> None:
     event = record_print(RecordPrintUsages(print_usage_records=[record]), event_id="p", at=at(100))
     [row] = fold(event, event).usages.values()
     assert (row.date_added, row.last_modified) == (datetime(2014, 7, 25, 16, tzinfo=UTC), at(100))
+
+
+def test_times_are_iso_8601_utc_whole_seconds() -> None:
+    assert iso_seconds(datetime(2015, 11, 27, 16, 56, 51, 999999, tzinfo=timezone(timedelta(hours=1)))) == (
+        "2015-11-27T15:56:51Z"
+    )
+    assert iso_seconds(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
 
 
 def test_nothing_changed_is_no_change() -> None:
