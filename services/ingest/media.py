@@ -43,6 +43,7 @@ MAX_ID = 200
 MAX_TEXT = 2000
 MAX_MEDIA_PER_CONTENT = 1000
 MAX_REFERENCES = 50
+MAX_PROBLEMS = 1000
 _INT32 = 2**31
 _INT64 = 2**63
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,8 +64,13 @@ class Problems:
         self.found.append(f"{path}: {problem}")
 
     def raise_any(self) -> None:
-        if self.found:
-            raise Rejected(400, "; ".join(self.found))
+        if not self.found:
+            return
+        listed = self.found[:MAX_PROBLEMS]
+        if len(self.found) > MAX_PROBLEMS:
+            # The refusal must fit one NATS reply (1 MiB) whatever the body: the rest are counted.
+            listed.append(f"and {len(self.found) - MAX_PROBLEMS} more problems")
+        raise Rejected(400, "; ".join(listed))
 
 
 def _at(path: str, key: str) -> str:

@@ -228,6 +228,12 @@ def test_every_problem_of_a_print_body_by_path() -> None:
     ]
 
 
+def test_at_most_a_thousand_problems_are_listed_and_the_rest_counted() -> None:
+    problems = rejection(record_print, RecordPrintUsages(print_usage_records=["x"] * 1500))
+    assert len(problems) == 1001 and problems[-1] == "and 500 more problems"
+    assert problems[999] == "printUsageRecords[999]: must be an object"
+
+
 @pytest.mark.parametrize("field", sorted(PRINT_META))
 def test_every_documented_print_field_is_required(field: str) -> None:
     meta = {k: v for k, v in PRINT_META.items() if k != field}
