@@ -8,6 +8,7 @@ import json
 import sys
 from datetime import datetime
 
+from shared.bus import BusRefused
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings, require_servers
 
@@ -31,22 +32,32 @@ async def _migrate(settings: Settings) -> None:
         await pool.close()
 
 
-async def _rebuild(settings: Settings, names: list[str]) -> None:
+async def _rebuild(settings: Settings, names: list[str]) -> int:
+    from nats.js.errors import NotFoundError
+
     from services.projector.projections import PROJECTIONS
     from services.projector.rebuild import rebuild
-    from shared.bus import connect, ensure_streams
+    from shared.bus import EVENTS_STREAM, connect
     from shared.db import create_pool, migrate
 
-    nc = await connect(settings.nats_url, "usagehub-rebuild")
+    nc = await connect(settings, "usagehub-rebuild")
     pool = await create_pool(settings.database_url, max_size=1)
     try:
         js = nc.jetstream()
-        await ensure_streams(js, settings.stream_replicas)
+        try:
+            await js.stream_info(EVENTS_STREAM)
+        except NotFoundError:
+            print(
+                f"usagehub: the stream {EVENTS_STREAM} does not exist yet: start ingest first",
+                file=sys.stderr,
+            )
+            return 1
         async with pool.acquire() as conn:
             await migrate(conn)
             for name in names:
                 position = await rebuild(conn, js, PROJECTIONS[name])
                 print(f"rebuilt {name} up to stream position {position}")
+        return 0
     finally:
         await pool.close()
         await nc.close()
@@ -65,7 +76,7 @@ async def _links_add(settings: Settings, name: str, url: str, description: str) 
     if not settings.nats_url:
         raise SettingsError("USAGEHUB_NATS_URL is required")
     cmd = CreateLink(name=name, url=url, description=description, request_id=new_request_id())
-    nc = await connect(settings.nats_url, "usagehub-cli")
+    nc = await connect(settings, "usagehub-cli")
     try:
         msg = await nc.request(
             COMMANDS_PREFIX + "CreateLink", encoder.encode(cmd), timeout=settings.command_timeout
@@ -125,11 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_migrate(_servers(settings)))
             return 0
         names = sorted(PROJECTIONS) if "all" in args.projection else args.projection
-        asyncio.run(_rebuild(_servers(settings), names))
-        return 0
+        return asyncio.run(_rebuild(_servers(settings), names))
     except SettingsError as exc:
         print(f"usagehub: {exc}", file=sys.stderr)
         return 2
+    except BusRefused as exc:
+        print(f"usagehub: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ import structlog
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Log records never carry these, whatever a caller passes: secrets must not reach logs.
-_SECRET_KEYS = frozenset({"token", "authorization", "secret_key", "password", "database_url"})
+_SECRET_KEYS = frozenset(
+    {"token", "authorization", "secret_key", "password", "nats_password", "database_url"}
+)
 
 
 def new_request_id() -> str:

@@ -16,13 +16,21 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.ingest.context import Ingest
 from services.ingest.handlers import handle
 from shared import metrics
-from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS
+from shared.bus import (
+    COMMANDS_PREFIX,
+    INGEST_QUEUE,
+    INTAKE_STREAM,
+    INTAKE_SUBJECTS,
+    is_inbox,
+    parse_intake_subject,
+)
 from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
 
-# usagehub.ingest.<kind>: the payload other services publish, decoded as this command.
+# usagehub.ingest.<kind>[.<publisher>] (shared.bus.intake_subject): the payload other services
+# publish, decoded as this command.
 INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "beats": RecordBeat,
     "link_usage": RecordLinkUsage,
@@ -33,6 +41,10 @@ _SECRET_FIELDS = frozenset({"token", "authorization"})
 
 
 async def _answer(ingest: Ingest, msg: Msg) -> None:
+    if not is_inbox(msg.reply):
+        # Ingest may publish events: an answer steered onto a stream's subject would be appended.
+        log.warning("command without an inbox to answer to, ignored", reply=msg.reply[:100])
+        return
     try:
         cmd = command_decoder.decode(msg.data)
     except msgspec.DecodeError as exc:
@@ -99,10 +111,11 @@ async def _reject(js: JetStreamContext, kind: str, msg: Msg, reason: str, status
 
 
 async def _take(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
-    kind = msg.subject.removeprefix("usagehub.ingest.")
     headers = msg.headers or {}
     msg_id = headers.get("Nats-Msg-Id") or f"intake:{msg.metadata.sequence.stream}"
+    kind = ""
     try:
+        kind, _publisher = parse_intake_subject(msg.subject)
         cmd = decode_intake(kind, msg.data, msg_id)
     except ValueError as exc:
         await _reject(js, kind, msg, str(exc), 400)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import importlib.util
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -15,11 +17,14 @@ import subprocess
 import sys
 import sysconfig
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from shared.bus_permissions import ROLES, render_authorization
 
 POSTGRES_USER_WHEN_ROOT = "embedded_postgres"
 
@@ -45,11 +50,28 @@ def spawn(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(args, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
 
 
+def secret_file(path: Path) -> str:
+    """The secret kept in ``path`` (mode 0600): made on first use, the same on every later start."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        return path.read_text().strip()
+    # Hex: safe unquoted in URLs and in the NATS configuration, whatever the characters.
+    secret = secrets.token_hex(24)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
 @dataclass
 class Server:
     name: str
     url: str
     process: subprocess.Popen[bytes]
+    # NATS: each user's password file, for the processes that connect as that user.
+    password_files: dict[str, Path] = field(default_factory=dict)
 
     def stop(self, sig_timeout: float = 15.0) -> None:
         if self.process.poll() is None:
@@ -88,21 +110,38 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeo
     raise RuntimeError(f"{name} did not listen on port {port} within {timeout}s")
 
 
-def start_nats(data_dir: Path, port: int | None = None, log_file: Path | None = None) -> Server:
-    """A single-node JetStream that fsyncs before it acknowledges (``sync_interval: always``)."""
+def start_nats(
+    data_dir: Path,
+    port: int | None = None,
+    log_file: Path | None = None,
+    *,
+    publishers: Iterable[str] = (),
+    superusers: Iterable[str] = (),
+) -> Server:
+    """A single-node JetStream that fsyncs before it acknowledges (``sync_interval: always``), with a
+    user per role (shared/bus_permissions.py), each with a password kept under ``data_dir``."""
     port = port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config = data_dir / "nats.conf"
-    config.write_text(
-        f"listen: 127.0.0.1:{port}\n"
-        "server_name: usagehub-embedded\n"
-        f'jetstream {{ store_dir: "{data_dir / "jetstream"}", sync_interval: always }}\n'
-        "max_payload: 1MB\n"
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    publishers, superusers = list(publishers), list(superusers)
+    files = {u: data_dir / "credentials" / u for u in [*ROLES, *publishers, *superusers]}
+    passwords = {u: secret_file(path) for u, path in files.items()}
+    authorization = render_authorization(
+        publishers, superusers=superusers, password=lambda user: json.dumps(passwords[user])
     )
+    config = data_dir / "nats.conf"
+    config.unlink(missing_ok=True)
+    # It holds the passwords: readable by this user only.
+    with os.fdopen(os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(
+            f"listen: 127.0.0.1:{port}\n"
+            "server_name: usagehub-embedded\n"
+            f'jetstream {{ store_dir: "{data_dir / "jetstream"}", sync_interval: always }}\n'
+            "max_payload: 1MB\n" + authorization
+        )
     with open(log_file or os.devnull, "ab") as out:  # the child keeps its own descriptor
         process = spawn([nats_server_binary(), "-c", str(config)], stdout=out, stderr=out)
     _wait_for_port(port, process, "nats-server", 20)
-    return Server("nats", f"nats://127.0.0.1:{port}", process)
+    return Server("nats", f"nats://127.0.0.1:{port}", process, files)
 
 
 def _postgres_bin() -> Path:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 from services.local.servers import Server, free_port, start_nats, start_postgres
@@ -18,6 +19,7 @@ from shared.settings import Settings
 
 log = get_logger("supervisor")
 
+# Each service connects to NATS as the user of the same name (shared/bus_permissions.py).
 SERVICES = ("ingest", "projector", "gateway")
 
 
@@ -41,6 +43,11 @@ def _child_env(settings: Settings, nats_url: str, database_url: str) -> dict[str
         USAGEHUB_LOG_FORMAT=settings.log_format,
     )
     return env
+
+
+def _as_user(env: dict[str, str], user: str, password_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in env.items() if k != "USAGEHUB_NATS_PASSWORD"}
+    return {**env, "USAGEHUB_NATS_USER": user, "USAGEHUB_NATS_PASSWORD_FILE": str(password_file)}
 
 
 def _migrate(database_url: str) -> None:
@@ -100,6 +107,7 @@ def up(settings: Settings) -> int:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         nats_url, database_url = settings.nats_url, settings.database_url
+        nats: EmbeddedServer | None = None
         if not nats_url:
             port = free_port()
             nats = EmbeddedServer(lambda: start_nats(data_dir / "nats", port, log_file=data_dir / "nats.log"))
@@ -116,6 +124,8 @@ def up(settings: Settings) -> int:
         env = _child_env(settings, nats_url, database_url)
         for service in SERVICES:
             child_env = dict(env)
+            if nats is not None and nats.server is not None:  # our own server: each service as its role
+                child_env = _as_user(child_env, service, nats.server.password_files[service])
             if service != "gateway":
                 child_env["USAGEHUB_METRICS_PORT"] = str(free_port())
             children.append(Child(service, child_env))
