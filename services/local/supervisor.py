@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 
 from services.local.servers import Server, free_port, start_nats, start_postgres
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_url
 from shared.settings import Settings
 
 log = get_logger("supervisor")
@@ -119,7 +119,9 @@ def up(settings: Settings) -> int:
             postgres = EmbeddedServer(lambda: start_postgres(data_dir / "postgres", pg_port))
             servers.append(postgres)
             database_url = postgres.launch().url
-            log.info("embedded postgres started", url=database_url, data=str(data_dir / "postgres"))
+            log.info(
+                "embedded postgres started", url=redact_url(database_url), data=str(data_dir / "postgres")
+            )
         _migrate(database_url)
         env = _child_env(settings, nats_url, database_url)
         for service in SERVICES:
