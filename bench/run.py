@@ -26,7 +26,7 @@ from shared.bus import Appender, connect, ensure_streams
 from shared.events import PageVisited, new_event_id, now
 from shared.settings import Settings
 
-SECRET = "bench-secret"
+SECRET = "bench-admin-secret-key-0123456789abcdef"
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:

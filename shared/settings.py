@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+# The admin key is compared as given, so its length is all its strength (32 hex characters: 128 bits).
+MIN_SECRET_KEY_LENGTH = 32
+
 
 class SettingsError(ValueError):
     """One or more ``USAGEHUB_*`` variables are invalid; the message lists all of them."""
@@ -127,6 +130,11 @@ def _validate(s: Settings) -> list[str]:
         errors.append("a NATS password needs USAGEHUB_NATS_USER")
     if s.nats_ca_file and not Path(s.nats_ca_file).is_file():
         errors.append(f"USAGEHUB_NATS_CA_FILE: {s.nats_ca_file} is not a file")
+    if s.secret_key and len(s.secret_key) < MIN_SECRET_KEY_LENGTH:
+        errors.append(
+            f"USAGEHUB_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            " (openssl rand -hex 32 makes one); empty turns the device and admin routes off"
+        )
     return errors
 
 

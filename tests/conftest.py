@@ -27,7 +27,7 @@ from shared.logging import configure_logging
 from shared.settings import Settings
 from tests.servers import SUPERUSER, NatsServer, nats_server, postgres_server
 
-SECRET = "test-secret-key"
+SECRET = "test-admin-secret-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
