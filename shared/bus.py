@@ -97,7 +97,8 @@ def is_inbox(subject: str) -> bool:
 
 
 class BusRefused(Exception):
-    """The NATS server refused our credentials: retrying with the same ones cannot help."""
+    """The NATS server refused our credentials, or we refused its certificate: retrying with the same
+    configuration cannot help."""
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:
@@ -106,10 +107,27 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
     return None  # tls:// without a CA file: nats-py verifies against the system's CAs
 
 
+def _refusal(exc: Exception, user: str) -> str | None:
+    """What to tell the operator when ``exc`` means the configuration, not the network, is wrong."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the NATS server's certificate is not trusted ({exc.verify_message}):"
+            " set USAGEHUB_NATS_CA_FILE to the CA certificate that signed it"
+        )
+    if "authorization violation" in str(exc).lower():
+        who = f"user {user!r}" if user else "a client without credentials"
+        return (
+            f"the NATS server refused {who}: set USAGEHUB_NATS_USER and USAGEHUB_NATS_PASSWORD"
+            " (or USAGEHUB_NATS_PASSWORD_FILE) to a user of its configuration"
+        )
+    return None
+
+
 async def connect(settings: Settings, name: str) -> NATS:
     """Connect as ``settings.nats_user`` (empty: no authentication) with that user's inbox prefix.
 
-    An unreachable server is waited for; refused credentials raise ``BusRefused`` at once.
+    An unreachable server is waited for; refused credentials or an untrusted server certificate
+    raise ``BusRefused`` at once.
     """
     user = settings.nats_user
     credentials: dict[str, Any] = {}
@@ -121,8 +139,9 @@ async def connect(settings: Settings, name: str) -> NATS:
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
-        if "authorization violation" in str(exc).lower() and not refused.done():
-            refused.set_result(str(exc))
+        refusal = _refusal(exc, user)
+        if refusal is not None and not refused.done():
+            refused.set_result(refusal)
         log.warning("nats connection problem", client=name, error=repr(exc))
 
     connecting: asyncio.Future[NATS] = asyncio.ensure_future(
@@ -145,11 +164,7 @@ async def connect(settings: Settings, name: str) -> NATS:
     connecting.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await connecting
-    who = f"user {user!r}" if user else "a client without credentials"
-    raise BusRefused(
-        f"the NATS server refused {who}: set USAGEHUB_NATS_USER and USAGEHUB_NATS_PASSWORD"
-        " (or USAGEHUB_NATS_PASSWORD_FILE) to a user of its configuration"
-    )
+    raise BusRefused(refused.result())
 
 
 async def close(nc: NATS) -> None:
