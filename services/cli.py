@@ -109,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     rebuild.add_argument("projection", nargs="+", choices=[*sorted(PROJECTIONS), "all"])
     schema = sub.add_parser("schema", help="print the JSON Schema of every event")
     schema.add_argument("--markdown", action="store_true", help="as docs/events.md")
+    authorization = sub.add_parser(
+        "nats-authorization", help="print the NATS server's users and permissions (authorization.conf)"
+    )
+    authorization.add_argument(
+        "--publisher", action="append", default=[], help="also a named publisher (repeatable)"
+    )
     links = sub.add_parser("links", help="manage the Lighthouse link registry")
     links_sub = links.add_subparsers(dest="links_command", required=True)
     links_add = links_sub.add_parser("add", help="create a link and print it as JSON")
@@ -129,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             from shared.events import event_schema
 
             print(render_events_markdown() if args.markdown else json.dumps(event_schema(), indent=2), end="")
+            return 0
+        if args.command == "nats-authorization":
+            from shared.bus_permissions import authorization_file
+
+            try:
+                print(authorization_file(args.publisher), end="")
+            except ValueError as exc:
+                print(f"usagehub: {exc}", file=sys.stderr)
+                return 2
             return 0
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))

@@ -197,3 +197,15 @@ def render_authorization(
     for user in superusers:
         text += _render_user(user, password(user), None)
     return text + "  ]\n}\n"
+
+
+def authorization_file(publishers: Iterable[str] = ()) -> str:
+    """``authorization.conf`` as deploy/ ships it, included by every NATS configuration there."""
+    publishers = list(publishers)
+    command = " ".join(["usagehub nats-authorization", *(f"--publisher {p}" for p in publishers)])
+    return (
+        f"# Made by `{command}` from shared/bus_permissions.py;\n"
+        "# tests/deploy checks that it is current. Each user's password is the server's environment\n"
+        '# variable NATS_<USER>_PASSWORD (docs/operations.md, "Who may publish what").\n'
+        + render_authorization(publishers)
+    )
