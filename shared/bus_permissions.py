@@ -44,6 +44,7 @@ def _stream_infos(*streams: str) -> tuple[str, ...]:
 def _consumers_of(stream: str) -> tuple[str, ...]:
     """Create (named, ephemeral or durable), inspect, delete and pull from consumers of ``stream``."""
     return (
+        f"$JS.API.CONSUMER.CREATE.{stream}",
         f"$JS.API.CONSUMER.CREATE.{stream}.>",
         f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.*",
         f"$JS.API.CONSUMER.INFO.{stream}.*",
@@ -113,6 +114,8 @@ def _operator() -> Permissions:
             *_stream_infos(*STREAMS),
             *_consumers_of(REJECTED_STREAM),
             f"$JS.ACK.{REJECTED_STREAM}.>",
+            # Flow control of the push consumers tools such as `nats stream view` use.
+            f"$JS.FC.{REJECTED_STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{REJECTED_STREAM}",
             *_direct_get(REJECTED_STREAM),
         ),

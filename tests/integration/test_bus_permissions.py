@@ -197,6 +197,20 @@ async def test_a_named_publisher_publishes_only_under_its_own_name(
     assert (await js.stream_info("USAGEHUB_INTAKE")).state.messages == 3
 
 
+async def test_operators_read_the_rejections(
+    as_role: Callable[[str], Awaitable[Client]], nats_client: NATS
+) -> None:
+    await nats_client.jetstream().publish("usagehub.rejected.beats", b'{"reason": "no token"}')
+    operator = await as_role("operator")
+    js = operator.nc.jetstream()
+    assert (await js.stream_info("USAGEHUB_REJECTED")).state.messages == 1
+    pulled = await js.pull_subscribe("usagehub.rejected.>", stream="USAGEHUB_REJECTED")
+    assert [m.data for m in await pulled.fetch(1, timeout=5)] == [b'{"reason": "no token"}']
+    pushed = await js.subscribe("usagehub.rejected.>", stream="USAGEHUB_REJECTED", ordered_consumer=True)
+    assert (await pushed.next_msg(timeout=5)).data == b'{"reason": "no token"}'
+    assert operator.errors == []
+
+
 @pytest.mark.parametrize("user", ["publisher", "gateway", "operator"])
 async def test_only_ingest_and_projectors_read_the_event_stream(
     user: str, as_role: Callable[[str], Awaitable[Client]]
