@@ -8,6 +8,8 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -104,3 +106,36 @@ def test_a_data_dir_made_with_trust_auth_gets_the_password(tmp_path: Path) -> No
             current_user(without_password(server.url, None))
     finally:
         server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited; only its parent has not reaped it
+
+
+def test_it_never_outlives_its_parent(tmp_path: Path) -> None:
+    """The parent-death signal reaches postgres through unshare (as root) too: a supervisor killed
+    with SIGKILL leaves no postgres behind."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from services.local.servers import start_postgres;"
+            f" print(start_postgres(Path({str(tmp_path / 'pg')!r})).process.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    assert parent.stdout is not None
+    with parent.stdout:
+        postgres = int(parent.stdout.readline())
+    assert _alive(postgres)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while _alive(postgres) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(postgres)
