@@ -181,7 +181,8 @@ def _as_unprivileged(args: list[str]) -> list[str]:
 
 
 def _owned_by_root(data_dir: Path) -> None:
-    """Earlier versions handed the data to a system user; in the namespace root's files are ours."""
+    """Earlier versions gave the data dir to a system user. In the namespace only root's files are
+    postgres's own, so take the files back (inside the data dir, nowhere else)."""
     for root, dirs, files in os.walk(data_dir):
         for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
             if os.lstat(name).st_uid != 0:

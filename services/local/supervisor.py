@@ -3,6 +3,7 @@ supervised child processes, in the foreground; SIGINT/SIGTERM stops everything, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,8 +76,10 @@ class StderrTail:
 
     def _copy(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
-            sys.stderr.buffer.write(raw)
-            sys.stderr.buffer.flush()
+            # Keep reading even when our stderr is gone: a child blocked on a full pipe would hang.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.buffer.write(raw)
+                sys.stderr.buffer.flush()
             if raw.strip():
                 self.last = raw.decode(errors="replace").strip()[:2000]
         stream.close()
