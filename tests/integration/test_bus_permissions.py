@@ -239,21 +239,6 @@ async def test_ingest_never_answers_onto_a_subject_that_is_no_inbox(
     async with Listener(nats_client, "usagehub.events.>") as listener:
         await gateway.nc.publish("usagehub.commands.Ping", b"{}", reply="usagehub.events.heartbeat.x")
         answered = await gateway.nc.request("usagehub.commands.Ping", b"{}", timeout=5)
-        assert b"invalid command" in answered.data  # ingest is there, and answers on an inbox
+        assert b'"status":200' in answered.data  # ingest is there, and answers on an inbox
         await asyncio.sleep(0.3)  # the two were handled concurrently
         assert await listener.received("usagehub.events.marker") == []
-
-
-@pytest.mark.xfail(
-    reason="NATS does not check reply subjects: JetStream's acknowledgement goes wherever the publisher"
-    " asked, even onto the event subjects. Only separate NATS accounts stop this (docs/operations.md).",
-    strict=True,
-)
-async def test_a_publisher_cannot_steer_an_acknowledgement_into_the_event_stream(
-    as_role: Callable[[str], Awaitable[Client]], js: JetStreamContext
-) -> None:
-    publisher = await as_role("publisher")
-    await publisher.nc.publish(intake_subject("beats"), b"{}", reply="usagehub.events.heartbeat.x")
-    await publisher.nc.flush()
-    await asyncio.sleep(0.3)
-    assert (await js.stream_info(EVENTS_STREAM)).state.messages == 0
