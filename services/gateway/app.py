@@ -13,6 +13,7 @@ from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
 from services.gateway.links_routes import setup_links_routes
 from services.gateway.middleware import error_middleware, metrics_middleware, request_id_middleware
+from services.gateway.security_headers import add_security_headers
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
 from shared.bus import close, connect
@@ -60,6 +61,7 @@ def init_app(settings: Settings) -> web.Application:
         client_max_size=64 * 1024,
     )
     app[keys.SETTINGS] = settings
+    app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])
     setup_routes(app, settings)
     return app
