@@ -27,6 +27,10 @@ STATS_FEED_COMPUTATIONS = Counter(
     "usagehub_stats_feed_computations_total", "Statistics computed for the WebSocket feed (once per tick)"
 )
 WEBSOCKET_CLIENTS = Gauge("usagehub_websocket_clients", "Connected WebSocket clients")
+# command: a command type name (a fixed set, from shared/commands).
+GATEWAY_COMMANDS = Counter(
+    "usagehub_gateway_commands_total", "Commands the gateway sent to ingest over NATS", ["command"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -55,11 +55,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal error")
 
 
-def _route_name(request: web.Request) -> str:
+# Label values come from fixed sets, so no request can add a time series: a route is one the router
+# has registered (its pattern, never the path) or "unmatched", a method one of these or "OTHER".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(request: web.Request) -> str:
     info = request.match_info
     route = info.route if info is not None else None
     resource = route.resource if route is not None else None
     return resource.canonical if resource is not None else "unmatched"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "OTHER"
 
 
 @web.middleware
@@ -74,6 +83,6 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        route = _route_name(request)
-        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        route, method = route_label(request), method_label(request.method)
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)

@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway import keys
 from services.gateway.errors import http_error
 from services.gateway.writes import raise_for_reply, send_command
+from shared import metrics
 from shared.commands import Command, Reply
 from shared.secrets import same_secret
 
@@ -51,6 +52,7 @@ def path_id(request: web.Request, what: str) -> int:
 async def send(request: web.Request, cmd: Command, read_by: tuple[str, ...]) -> Reply:
     """Send ``cmd`` to ingest and wait until ``read_by`` show it; refusals become HTTP errors."""
     settings = request.app[keys.SETTINGS]
+    metrics.GATEWAY_COMMANDS.labels(type(cmd).__name__).inc()
     reply = await send_command(
         request.app[keys.NATS],
         request.app[keys.WATCH],

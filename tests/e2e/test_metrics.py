@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import init_app
+from services.gateway.middleware import METHODS
+from shared import metrics
 from tests.conftest import Services, admin, with_settings
 
 
@@ -64,3 +67,32 @@ async def test_lag_shows_while_the_projector_is_down(services: Services) -> None
         text = await (await client.get("/metrics")).text()
         assert sample(text, "usagehub_projection_lag", projection="heartbeat") == 0
         assert sample(text, "usagehub_projection_position", projection="heartbeat") >= 5
+
+
+def http_label_sets() -> set[tuple[str, ...]]:
+    return {
+        tuple(sample.labels[k] for k in ("route", "method", "status"))
+        for family in metrics.HTTP_REQUESTS.collect()
+        for sample in family.samples
+        if sample.name == "usagehub_http_requests_total"
+    }
+
+
+async def test_random_methods_and_paths_do_not_grow_the_label_sets(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    async def random_requests(n: int) -> None:
+        for _ in range(n):
+            method = secrets.choice(["GET", "POST", "X" + secrets.token_hex(4).upper(), "BREW"])
+            path = secrets.choice(["/", "/api/links/", "/api/links/1/", "/x/"]) + secrets.token_urlsafe(6)
+            resp = await client.request(method, path)
+            assert resp.status in {400, 404, 405}
+
+    await random_requests(20)
+    before = http_label_sets()
+    await random_requests(50)
+    after = http_label_sets()
+    assert after == before
+    routes = {r.canonical for r in client.app.router.resources()} | {"unmatched"}
+    assert {route for route, _, _ in after} <= routes
+    assert {method for _, method, _ in after} <= METHODS | {"OTHER"}
