@@ -39,6 +39,14 @@ class Settings:
     # ingest and projector serve /healthz, /readyz and /metrics here (the gateway on its HTTP port).
     metrics_port: int = 9100
     stats_interval: float = 1.0
+    # Limits at the gateway's door (docs/operations.md, "Limits at the door").
+    # A connection must send a request's headers within this many seconds of opening (or of the
+    # first byte of a next request on a kept-alive connection), else it is closed.
+    http_header_timeout: float = 10.0
+    # A request's whole body must arrive within this many seconds of its headers, else 408.
+    http_body_timeout: float = 10.0
+    # Connections one gateway process holds at once; beyond it new ones get 503 and are closed.
+    http_max_connections: int = 1000
 
     @property
     def device_routes_enabled(self) -> bool:
@@ -104,6 +112,10 @@ def _validate(s: Settings) -> list[str]:
         errors.append("USAGEHUB_NATS_URL must be a nats:// or tls:// URL")
     if s.database_url and not s.database_url.startswith(("postgres://", "postgresql://")):
         errors.append("USAGEHUB_DATABASE_URL must be a postgresql:// URL")
+    if s.http_header_timeout <= 0 or s.http_body_timeout <= 0:
+        errors.append("USAGEHUB_HTTP_HEADER_TIMEOUT and USAGEHUB_HTTP_BODY_TIMEOUT must be positive")
+    if s.http_max_connections < 1:
+        errors.append("USAGEHUB_HTTP_MAX_CONNECTIONS must be at least 1")
     return errors
 
 

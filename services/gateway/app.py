@@ -61,6 +61,7 @@ def init_app(settings: Settings) -> web.Application:
         client_max_size=64 * 1024,
     )
     app[keys.SETTINGS] = settings
+    app[keys.HTTP_BODY_TIMEOUT] = settings.http_body_timeout
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])
     setup_routes(app, settings)

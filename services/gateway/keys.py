@@ -15,3 +15,5 @@ NATS = web.AppKey("nats", Client)
 POOL = web.AppKey("pool", asyncpg.Pool)
 WATCH = web.AppKey("watch", ProjectionWatch)
 FEED = web.AppKey("feed", StatsFeed)
+# USAGEHUB_HTTP_BODY_TIMEOUT: how long a request body may take to arrive (readers of bodies use it).
+HTTP_BODY_TIMEOUT = web.AppKey("http_body_timeout", float)

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from services.gateway.errors import json_error
+from services.gateway.http_server import BodyReadTimeout
 from shared import metrics
 from shared.logging import get_logger, new_request_id, request_id_var
 
@@ -44,6 +45,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         }
         response = json_error(exc.status, exc.reason if exc.status != 404 else "not found")
         response.headers.update(headers)
+        return response
+    except BodyReadTimeout as exc:
+        response = json_error(408, str(exc))
+        response.force_close()  # the rest of the body may still come: the connection cannot be reused
         return response
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError):
         log.warning("database unavailable", path=request.path, method=request.method, exc_info=True)
