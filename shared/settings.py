@@ -5,6 +5,7 @@ Every component validates its whole configuration at start-up and reports all er
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -47,10 +48,30 @@ class Settings:
     http_body_timeout: float = 10.0
     # Connections one gateway process holds at once; beyond it new ones get 503 and are closed.
     http_max_connections: int = 1000
+    # Failed authentications (401/403) a client address may have in a burst, and how fast that
+    # budget refills; over it, requests with an unproven credential get 429.
+    auth_failure_burst: int = 20
+    auth_failures_per_minute: float = 30.0
+    # Client addresses whose failure budget the gateway remembers (least recently failing forgotten).
+    auth_tracked_clients: int = 10_000
+    # Proxies (comma-separated CIDRs) whose X-Forwarded-For names the client; empty: the peer is.
+    trusted_proxies: str = ""
 
     @property
     def device_routes_enabled(self) -> bool:
         return bool(self.secret_key)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` parsed (a bare address is a /32 or /128)."""
+        return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in _items(self.trusted_proxies))
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _items(comma_separated: str) -> list[str]:
+    return [item for item in comma_separated.split(",") if item.strip()]
 
 
 def _env_name(field_name: str) -> str:
@@ -114,8 +135,15 @@ def _validate(s: Settings) -> list[str]:
         errors.append("USAGEHUB_DATABASE_URL must be a postgresql:// URL")
     if s.http_header_timeout <= 0 or s.http_body_timeout <= 0:
         errors.append("USAGEHUB_HTTP_HEADER_TIMEOUT and USAGEHUB_HTTP_BODY_TIMEOUT must be positive")
-    if s.http_max_connections < 1:
-        errors.append("USAGEHUB_HTTP_MAX_CONNECTIONS must be at least 1")
+    for name in ("http_max_connections", "auth_failure_burst", "auth_tracked_clients"):
+        if getattr(s, name) < 1:
+            errors.append(f"{_env_name(name)} must be at least 1")
+    if s.auth_failures_per_minute <= 0:
+        errors.append("USAGEHUB_AUTH_FAILURES_PER_MINUTE must be positive")
+    try:
+        s.trusted_proxy_networks  # noqa: B018 (parsing is the check)
+    except ValueError:
+        errors.append("USAGEHUB_TRUSTED_PROXIES must be comma-separated CIDRs, e.g. 10.0.0.0/8,::1/128")
     return errors
 
 

@@ -9,10 +9,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import keys
+from services.gateway.auth_limits import AuthLimits
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
 from services.gateway.links_routes import setup_links_routes
-from services.gateway.middleware import error_middleware, metrics_middleware, request_id_middleware
+from services.gateway.middleware import (
+    auth_limit_middleware,
+    error_middleware,
+    metrics_middleware,
+    request_id_middleware,
+)
 from services.gateway.security_headers import add_security_headers
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
@@ -57,11 +63,13 @@ async def _stats_feed(app: web.Application) -> AsyncIterator[None]:
 
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware, auth_limit_middleware, error_middleware],
         client_max_size=64 * 1024,
     )
     app[keys.SETTINGS] = settings
     app[keys.HTTP_BODY_TIMEOUT] = settings.http_body_timeout
+    app[keys.AUTH_LIMITS] = AuthLimits.of(settings)
+    app[keys.CREDENTIAL_ROUTES] = set()
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])
     setup_routes(app, settings)

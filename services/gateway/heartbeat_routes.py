@@ -88,10 +88,11 @@ async def index(request: web.Request) -> web.Response:
 
 
 def setup_heartbeat_routes(app: web.Application, device_routes: bool) -> None:
+    checked = app[keys.CREDENTIAL_ROUTES]
     app.router.add_get("/", index)
     if device_routes:  # the document: without a secret key these routes do not exist
-        app.router.add_post("/api/devices", register_device)
-        app.router.add_post("/api/devices/{id}/token/generate", generate_token)
-    app.router.add_post("/api/beat", beat)
+        checked.add(app.router.add_post("/api/devices", register_device))
+        checked.add(app.router.add_post("/api/devices/{id}/token/generate", generate_token))
+    checked.add(app.router.add_post("/api/beat", beat))
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/api/stats/ws", stats_ws)

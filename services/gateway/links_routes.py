@@ -263,11 +263,12 @@ def setup_links_routes(app: web.Application, settings: Settings) -> None:
     def admin(view: View) -> View:
         return view if settings.secret_key else _absent
 
+    checked = app[keys.CREDENTIAL_ROUTES]
     app.router.add_get("/api/links", list_links)
-    app.router.add_post("/api/links", admin(create_link))
+    checked.add(app.router.add_post("/api/links", admin(create_link)))
     app.router.add_get("/api/links/{id}", get_link)
-    app.router.add_patch("/api/links/{id}", admin(update_link))
-    app.router.add_delete("/api/links/{id}", admin(delete_link))
+    checked.add(app.router.add_patch("/api/links/{id}", admin(update_link)))
+    checked.add(app.router.add_delete("/api/links/{id}", admin(delete_link)))
     app.router.add_get("/api/links/{id}/usage", get_usage)
     app.router.add_post("/api/links/{id}/usage", post_usage)
     app.router.add_get("/api/links/{id}/stats", get_stats)

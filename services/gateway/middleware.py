@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -9,6 +10,14 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from services.gateway import keys
+from services.gateway.auth_limits import (
+    CREDENTIAL_HEADERS,
+    Admission,
+    AuthLimits,
+    client_address,
+    credential_digest,
+)
 from services.gateway.errors import json_error
 from services.gateway.http_server import BodyReadTimeout
 from shared import metrics
@@ -91,3 +100,49 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         route, method = route_label(request), method_label(request.method)
         metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
         metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def auth_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """429 at once for a client over its failure budget that presents an unproven credential.
+
+    See auth_limits.py: every 401 and 403 counts against the client; while it has failed lately,
+    its requests with an unproven credential pay up front. A credential is proven by a 2xx of a
+    route that checks it (``keys.CREDENTIAL_ROUTES``), never of a public one.
+    """
+    limits = request.app[keys.AUTH_LIMITS]
+    client = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
+    credential = credential_digest(request.headers.get(h) for h in CREDENTIAL_HEADERS)
+    admission = Admission()
+    if credential is not None and not limits.recent.proven(credential, time.monotonic()):
+        admission = limits.budget.admit(client, time.monotonic())
+        if admission.refused:
+            refusal = json_error(429, "too many failed authentications from this address, try again later")
+            refusal.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
+            return refusal
+    if request.match_info.route not in request.app[keys.CREDENTIAL_ROUTES]:
+        credential = None  # a public route's answer says nothing about the credential
+    # Settled only when answered: a request that is cancelled keeps what it paid.
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _settle(limits, client, credential, admission.paid, exc.status)
+        raise
+    _settle(limits, client, credential, admission.paid, response.status)
+    return response
+
+
+def _settle(limits: AuthLimits, client: str, credential: bytes | None, paid: bool, status: int) -> None:
+    now = time.monotonic()
+    if status in (401, 403):
+        if credential is not None:
+            limits.recent.forget(credential)  # e.g. a revoked token: it must prove itself again
+        if paid:
+            limits.budget.paid_failure(client, now)
+        else:
+            limits.budget.charge(client, now)
+        return
+    if paid:
+        limits.budget.refund(client, now)
+    if credential is not None and 200 <= status < 300:
+        limits.recent.remember(credential, now)
