@@ -48,6 +48,11 @@ class Settings:
     http_body_timeout: float = 10.0
     # Connections one gateway process holds at once; beyond it new ones get 503 and are closed.
     http_max_connections: int = 1000
+    # WebSocket clients of one gateway process; beyond it the upgrade is answered 503.
+    ws_max_clients: int = 500
+    # Origins (``https://host[:port]``, comma-separated) allowed to open WebSockets besides the
+    # request's own; a request without Origin (not a browser) is always allowed.
+    ws_allowed_origins: str = ""
     # Failed authentications (401/403) a client address may have in a burst, and how fast that
     # budget refills; over it, requests with an unproven credential get 429.
     auth_failure_burst: int = 20
@@ -65,6 +70,10 @@ class Settings:
     def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
         """``trusted_proxies`` parsed (a bare address is a /32 or /128)."""
         return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in _items(self.trusted_proxies))
+
+    @property
+    def ws_allowed_origin_set(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in _items(self.ws_allowed_origins))
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -135,7 +144,7 @@ def _validate(s: Settings) -> list[str]:
         errors.append("USAGEHUB_DATABASE_URL must be a postgresql:// URL")
     if s.http_header_timeout <= 0 or s.http_body_timeout <= 0:
         errors.append("USAGEHUB_HTTP_HEADER_TIMEOUT and USAGEHUB_HTTP_BODY_TIMEOUT must be positive")
-    for name in ("http_max_connections", "auth_failure_burst", "auth_tracked_clients"):
+    for name in ("http_max_connections", "ws_max_clients", "auth_failure_burst", "auth_tracked_clients"):
         if getattr(s, name) < 1:
             errors.append(f"{_env_name(name)} must be at least 1")
     if s.auth_failures_per_minute <= 0:
@@ -144,6 +153,8 @@ def _validate(s: Settings) -> list[str]:
         s.trusted_proxy_networks  # noqa: B018 (parsing is the check)
     except ValueError:
         errors.append("USAGEHUB_TRUSTED_PROXIES must be comma-separated CIDRs, e.g. 10.0.0.0/8,::1/128")
+    if any(not o.startswith(("http://", "https://")) for o in s.ws_allowed_origin_set):
+        errors.append("USAGEHUB_WS_ALLOWED_ORIGINS must be comma-separated http(s)://host[:port] origins")
     return errors
 
 

@@ -51,7 +51,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 async def _stats_feed(app: web.Application) -> AsyncIterator[None]:
     pool = app[keys.POOL]
-    feed = StatsFeed(lambda: stats_document(pool), app[keys.SETTINGS].stats_interval)
+    settings = app[keys.SETTINGS]
+    feed = StatsFeed(lambda: stats_document(pool), settings.stats_interval, settings.ws_max_clients)
     app[keys.FEED] = feed
     task = asyncio.create_task(feed.run())
     yield

@@ -15,6 +15,7 @@ from services.gateway.heartbeat_read import read_snapshot, stats_view
 from services.gateway.requests import json_object, path_id, require_admin, send
 from services.gateway.security_headers import PAGE_TEMPLATE
 from services.gateway.writes import idempotency_key
+from services.gateway.ws import origin_allowed
 from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.events import now
 
@@ -59,6 +60,10 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def stats_ws(request: web.Request) -> web.WebSocketResponse:
+    # A page elsewhere must not open the feed with its visitors' browsers (nor count against the cap).
+    allowed = request.app[keys.SETTINGS].ws_allowed_origin_set
+    if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), allowed):
+        raise http_error(403, "WebSocket connections are not allowed from this origin")
     return await request.app[keys.FEED].serve(request)
 
 
