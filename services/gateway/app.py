@@ -12,6 +12,7 @@ from services.gateway import keys
 from services.gateway.auth_limits import AuthLimits
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
+from services.gateway.heartbeat_visits import MAX_TRACKED_VISITORS, RecentVisitors
 from services.gateway.links_routes import setup_links_routes
 from services.gateway.middleware import (
     auth_limit_middleware,
@@ -22,6 +23,7 @@ from services.gateway.middleware import (
 from services.gateway.security_headers import add_security_headers
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
+from services.projector.heartbeat import VISIT_SESSION
 from shared.bus import close, connect
 from shared.db import create_pool
 from shared.settings import Settings
@@ -71,6 +73,7 @@ def init_app(settings: Settings) -> web.Application:
     app[keys.HTTP_BODY_TIMEOUT] = settings.http_body_timeout
     app[keys.AUTH_LIMITS] = AuthLimits.of(settings)
     app[keys.CREDENTIAL_ROUTES] = set()
+    app[keys.VISITORS] = RecentVisitors(MAX_TRACKED_VISITORS, VISIT_SESSION.total_seconds())
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])
     setup_routes(app, settings)

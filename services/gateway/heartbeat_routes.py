@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from string import Template
 
 import asyncpg
 from aiohttp import web
 
 from services.gateway import keys
+from services.gateway.auth_limits import client_address
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_read import read_snapshot, stats_view
+from services.gateway.heartbeat_visits import (
+    COOKIE,
+    COOKIE_MAX_AGE,
+    cookie_visitor,
+    fallback_visitor,
+    is_visitor_cookie,
+    new_cookie_value,
+)
 from services.gateway.requests import json_object, path_id, require_admin, send
 from services.gateway.security_headers import PAGE_TEMPLATE
 from services.gateway.writes import idempotency_key
@@ -71,9 +81,31 @@ async def stats_ws(request: web.Request) -> web.WebSocketResponse:
 _PAGE = Template(PAGE_TEMPLATE)
 
 
+def _visitor(request: web.Request) -> tuple[str, str | None]:
+    """The visitor viewing the page, and the cookie to give them when they brought none."""
+    cookie = request.cookies.get(COOKIE)
+    if is_visitor_cookie(cookie):
+        return cookie_visitor(cookie), None
+    limits = request.app[keys.AUTH_LIMITS]
+    address = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
+    key = request.app[keys.SETTINGS].secret_key.encode()
+    return fallback_visitor(address, request.headers.get("User-Agent", ""), key), new_cookie_value()
+
+
 async def index(request: web.Request) -> web.Response:
-    # Every view of the page is a visit; API calls never are.
-    await send(request, RecordPageVisit(path=request.path), READ_BY)
+    # A visit is a visitor's session (API calls never are): only a view that may start one is sent.
+    visitors = request.app[keys.VISITORS]
+    visitor, new_cookie = _visitor(request)
+    at = time.monotonic()
+    if visitors.starts_session(visitor, at):
+        # Its next views bring the new cookie: the same visitor, in the same session, here and
+        # (through the event) in the projection, whichever gateway they reach.
+        given = "" if new_cookie is None else cookie_visitor(new_cookie)
+        cmd = RecordPageVisit(path=request.path, visitor=visitor, cookie_visitor=given)
+        await send(request, cmd, READ_BY)
+        if given:
+            visitors.viewed(given, at)
+    visitors.viewed(visitor, at)
     view = stats_view(await read_snapshot(request.app[keys.POOL]), now())
     rows = "".join(
         f'<tr data-id="{d["id"]}"><td>{d["id"]}</td><td>{html.escape(d["name"])}</td>'
@@ -89,7 +121,18 @@ async def index(request: web.Request) -> web.Response:
         uptime=view["uptime"],
         device_rows=rows,
     )
-    return web.Response(text=page, content_type="text/html")
+    response = web.Response(text=page, content_type="text/html")
+    if new_cookie is not None:
+        response.set_cookie(
+            COOKIE,
+            new_cookie,
+            max_age=COOKIE_MAX_AGE,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure,
+        )
+    return response
 
 
 def setup_heartbeat_routes(app: web.Application, device_routes: bool) -> None:
