@@ -75,7 +75,8 @@ _WHERE = (
 )
 
 
-async def usage(conn: Conn, link_id: int, f: UsageFilter) -> list[dict[str, Any]]:
+async def usage(conn: Conn, link_id: int, f: UsageFilter) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the link's usages, and whether more follow it."""
     rows = await conn.fetch(
         "SELECT user_name, started_at, duration FROM link_usage_sessions"
         + _WHERE
@@ -85,12 +86,15 @@ async def usage(conn: Conn, link_id: int, f: UsageFilter) -> list[dict[str, Any]
         f.user,
         f.since,
         f.until,
-        f.limit,
+        None if f.limit is None else f.limit + 1,  # one more, to tell whether another page follows
         f.offset,
     )
-    return [
-        {"user": r["user_name"], "date": iso_ms(r["started_at"]), "duration": r["duration"]} for r in rows
+    more = f.limit is not None and len(rows) > f.limit
+    items = [
+        {"user": r["user_name"], "date": iso_ms(r["started_at"]), "duration": r["duration"]}
+        for r in rows[: f.limit]
     ]
+    return items, more
 
 
 def usage_csv(items: list[dict[str, Any]]) -> str:
