@@ -97,11 +97,22 @@ async def usage(conn: Conn, link_id: int, f: UsageFilter) -> tuple[list[dict[str
     return items, more
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize_cell(value: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading ``'`` before what could start a formula
+    (``=HYPERLINK(...)`` as a user name would otherwise be a live link in the export)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
 def usage_csv(items: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["user", "date", "duration"])
-    writer.writerows([i["user"], i["date"], i["duration"]] for i in items)
+    # Only the user is anyone's text: the date and the duration are written by usagehub.
+    writer.writerows([neutralize_cell(i["user"]), i["date"], i["duration"]] for i in items)
     return out.getvalue()
 
 
