@@ -19,6 +19,7 @@ import itertools
 import json
 import weakref
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -95,8 +96,8 @@ class GatewayRequestHandler(RequestHandler):
         """Errors aiohttp answers itself (a malformed request, a line too long) in the API's shape."""
         response = super().handle_error(request, status, exc, message)
         if isinstance(response, web.Response):
-            text = "bad request" if status == 400 else "internal error"
-            response.text = json.dumps({"error": text})
+            known = status in HTTPStatus._value2member_map_
+            response.text = json.dumps({"error": HTTPStatus(status).phrase.lower() if known else "error"})
             response.content_type = "application/json"
         # Sent before any route runs, so the app's own hook never sees it.
         response.headers.update(SECURITY_HEADERS)
