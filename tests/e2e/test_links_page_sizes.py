@@ -1,4 +1,5 @@
-"""Every list has a default and a largest page: a link's usage (10,000, with a Link to the rest)."""
+"""A link's usage has a default and a largest page (10,000, with a Link to the rest); the link list's
+(50 and 1000) are in test_links_api.py."""
 
 from __future__ import annotations
 
@@ -49,13 +50,3 @@ async def test_usage_pages_by_10000_by_default_and_at_most(client: Client) -> No
     assert (await client.get("/api/links/1/usage?limit=10000")).status == 200
     resp = await client.get("/api/links/1/usage?limit=10001")
     assert resp.status == 400 and "10000" in (await resp.json())["error"]
-
-
-async def test_the_link_list_pages_by_50_by_default_and_1000_at_most(client: Client) -> None:
-    for i in range(51):
-        resp = await client.post("/api/links", json={"name": f"l{i}", "url": URL}, headers=admin())
-        assert resp.status == 201
-    page = await (await client.get("/api/links")).json()
-    assert (len(page["items"]), page["limit"], page["next_offset"], page["total"]) == (50, 50, 50, 51)
-    assert len((await (await client.get("/api/links?limit=1000")).json())["items"]) == 51
-    assert (await client.get("/api/links?limit=1001")).status == 400
