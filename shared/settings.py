@@ -5,6 +5,7 @@ Every component validates its whole configuration at start-up and reports all er
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -52,10 +53,47 @@ class Settings:
     # ingest and projector serve /healthz, /readyz and /metrics here (the gateway on its HTTP port).
     metrics_port: int = 9100
     stats_interval: float = 1.0
+    # Limits at the gateway's door (docs/operations.md, "Limits at the door").
+    # A connection must send a request's headers within this many seconds of opening (or of the
+    # first byte of a next request on a kept-alive connection), else it is closed.
+    http_header_timeout: float = 10.0
+    # A request's whole body must arrive within this many seconds of its headers, else 408.
+    http_body_timeout: float = 10.0
+    # Connections one gateway process holds at once; beyond it new ones get 503 and are closed.
+    http_max_connections: int = 1000
+    # WebSocket clients of one gateway process; beyond it the upgrade is answered 503.
+    ws_max_clients: int = 500
+    # Origins (``https://host[:port]``, comma-separated) allowed to open WebSockets besides the
+    # request's own; a request without Origin (not a browser) is always allowed.
+    ws_allowed_origins: str = ""
+    # Failed authentications (401/403) a client address may have in a burst, and how fast that
+    # budget refills; over it, requests with an unproven credential get 429.
+    auth_failure_burst: int = 20
+    auth_failures_per_minute: float = 30.0
+    # Client addresses whose failure budget the gateway remembers (least recently failing forgotten).
+    auth_tracked_clients: int = 10_000
+    # Proxies (comma-separated CIDRs) whose X-Forwarded-For names the client; empty: the peer is.
+    trusted_proxies: str = ""
 
     @property
     def device_routes_enabled(self) -> bool:
         return bool(self.secret_key)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` parsed (a bare address is a /32 or /128)."""
+        return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in _items(self.trusted_proxies))
+
+    @property
+    def ws_allowed_origin_set(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in _items(self.ws_allowed_origins))
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _items(comma_separated: str) -> list[str]:
+    return [item for item in comma_separated.split(",") if item.strip()]
 
 
 def _env_name(field_name: str) -> str:
@@ -137,6 +175,19 @@ def _validate(s: Settings) -> list[str]:
             f"USAGEHUB_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
             " (openssl rand -hex 32 makes one); empty turns the device and admin routes off"
         )
+    if s.http_header_timeout <= 0 or s.http_body_timeout <= 0:
+        errors.append("USAGEHUB_HTTP_HEADER_TIMEOUT and USAGEHUB_HTTP_BODY_TIMEOUT must be positive")
+    for name in ("http_max_connections", "ws_max_clients", "auth_failure_burst", "auth_tracked_clients"):
+        if getattr(s, name) < 1:
+            errors.append(f"{_env_name(name)} must be at least 1")
+    if s.auth_failures_per_minute <= 0:
+        errors.append("USAGEHUB_AUTH_FAILURES_PER_MINUTE must be positive")
+    try:
+        s.trusted_proxy_networks  # noqa: B018 (parsing is the check)
+    except ValueError:
+        errors.append("USAGEHUB_TRUSTED_PROXIES must be comma-separated CIDRs, e.g. 10.0.0.0/8,::1/128")
+    if any(not o.startswith(("http://", "https://")) for o in s.ws_allowed_origin_set):
+        errors.append("USAGEHUB_WS_ALLOWED_ORIGINS must be comma-separated http(s)://host[:port] origins")
     return errors
 
 

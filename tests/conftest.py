@@ -9,17 +9,20 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 
 from services.gateway.app import init_app
+from services.gateway.http_server import gateway_runner
 from services.ingest.__main__ import run as run_ingest
 from services.projector.__main__ import run as run_projector
 from shared.bus import COMMANDS_PREFIX, STREAMS, connect, ensure_streams
@@ -175,10 +178,22 @@ async def _wait_ready(settings: Settings) -> None:
         await nc.close()
 
 
+class GatewayTestServer(TestServer):
+    """aiohttp's test server, serving through the gateway's own runner (its limits included)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return gateway_runner(self.app, **kwargs)
+
+
+def gateway(settings: Settings) -> GatewayTestServer:
+    """The gateway of ``settings`` as ``__main__`` runs it, on a free port."""
+    return GatewayTestServer(init_app(settings))
+
+
 @pytest.fixture
 async def client(services: Services) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """An HTTP client for a gateway running on a free port."""
-    async with TestClient(TestServer(init_app(services.settings))) as c:
+    async with TestClient(gateway(services.settings)) as c:
         yield c
 
 

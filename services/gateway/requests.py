@@ -14,6 +14,7 @@ from multidict import MultiDictProxy
 from services.gateway import keys
 from services.gateway.errors import http_error
 from services.gateway.writes import raise_for_reply, send_command
+from shared import metrics
 from shared.commands import Command, Reply
 from shared.secrets import same_secret
 
@@ -44,17 +45,13 @@ class BodyTooLarge(ValueError):
     """The body is longer than the route accepts (a ValueError: routes answer 400 or 413)."""
 
 
-# How long a body may take to arrive in full, however it is segmented.
-BODY_TIMEOUT = 10.0
-
-
 async def read_body(request: web.Request, max_body: int) -> bytes:
     """The whole body, however many TCP segments it arrives in, bounded by ``max_body`` bytes and by
-    ``BODY_TIMEOUT`` (408 when it stalls: a ``Content-Length`` the client never sends in full)."""
+    ``USAGEHUB_HTTP_BODY_TIMEOUT`` (408 when it stalls: a ``Content-Length`` never sent in full)."""
     if request.content_length is not None and request.content_length > max_body:
         raise BodyTooLarge("request body too large")
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
+        async with asyncio.timeout(request.app[keys.HTTP_BODY_TIMEOUT]):
             raw = await request.read()  # to the end; also cached for request.post()
     except TimeoutError:
         raise http_error(408, "the request body did not arrive in time") from None
@@ -72,7 +69,7 @@ async def read_form(
     if request.content_length is not None and request.content_length > max_body:
         raise BodyTooLarge("request body too large")
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
+        async with asyncio.timeout(request.app[keys.HTTP_BODY_TIMEOUT]):
             return await request.post()
     except TimeoutError:
         raise http_error(408, "the request body did not arrive in time") from None
@@ -117,6 +114,7 @@ def path_id(request: web.Request, what: str) -> int:
 async def send(request: web.Request, cmd: Command, read_by: tuple[str, ...]) -> Reply:
     """Send ``cmd`` to ingest and wait until ``read_by`` show it; refusals become HTTP errors."""
     settings = request.app[keys.SETTINGS]
+    metrics.GATEWAY_COMMANDS.labels(type(cmd).__name__).inc()
     reply = await send_command(
         request.app[keys.NATS],
         request.app[keys.WATCH],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -15,6 +16,7 @@ HEARTBEAT_TABLES = {
     "installation": "id",
     "heartbeat_devices": "device_id",
     "heartbeat_stats": "id",
+    "heartbeat_visitors": "visitor",
     "idempotency_keys": "idempotency_key",
     "projection_checkpoints": "projection",
 }
@@ -34,10 +36,13 @@ async def test_rebuild_gives_identical_rows(
             headers["Idempotency-Key"] = f"beat-{i}"
         assert (await client.post("/api/beat", headers=headers)).status == 200
     await client.get("/")
+    async with aiohttp.ClientSession() as another:  # a second visitor
+        await (await another.get(client.make_url("/"), headers={"User-Agent": "another"})).read()
     await client.post("/api/devices/1/token/generate", headers=admin())
     conn = await asyncpg.connect(settings.database_url)
     before = await dump_tables(conn, HEARTBEAT_TABLES)
     assert b"Workstation" in before["heartbeat_devices"] and before["idempotency_keys"]
+    assert before["heartbeat_visitors"].count(b"\n") == 4  # each first view: two names
 
     code, out, err = await run_usagehub("rebuild", "all", settings=settings)
     assert code == 0, err
