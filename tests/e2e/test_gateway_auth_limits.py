@@ -75,8 +75,7 @@ async def gateway_process(settings: Settings) -> AsyncIterator[URL]:
     """``usagehub-gateway`` as its own process, on a free port; yields its base URL."""
     port = free_port()
     env = service_env(
-        settings.nats_url,
-        settings.database_url,
+        settings,
         USAGEHUB_HTTP_PORT=str(port),
         USAGEHUB_SECRET_KEY=SECRET,
         USAGEHUB_LOG_LEVEL="warning",
