@@ -76,6 +76,15 @@ class Settings:
     trusted_proxies: str = ""
 
     @property
+    def listens_on_loopback_only(self) -> bool:
+        return _is_loopback(self.http_host)
+
+    @property
+    def weak_secret_key(self) -> bool:
+        """A short admin key: refused beyond loopback, accepted (with a warning) on a laptop's loopback."""
+        return bool(self.secret_key) and len(self.secret_key) < MIN_SECRET_KEY_LENGTH
+
+    @property
     def device_routes_enabled(self) -> bool:
         return bool(self.secret_key)
 
@@ -94,6 +103,15 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _items(comma_separated: str) -> list[str]:
     return [item for item in comma_separated.split(",") if item.strip()]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _env_name(field_name: str) -> str:
@@ -170,10 +188,11 @@ def _validate(s: Settings) -> list[str]:
         errors.append("a NATS password needs USAGEHUB_NATS_USER")
     if s.nats_ca_file and not Path(s.nats_ca_file).is_file():
         errors.append(f"USAGEHUB_NATS_CA_FILE: {s.nats_ca_file} is not a file")
-    if s.secret_key and len(s.secret_key) < MIN_SECRET_KEY_LENGTH:
+    if s.secret_key and len(s.secret_key) < MIN_SECRET_KEY_LENGTH and not s.listens_on_loopback_only:
         errors.append(
-            f"USAGEHUB_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
-            " (openssl rand -hex 32 makes one); empty turns the device and admin routes off"
+            f"USAGEHUB_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters when the gateway"
+            f" listens beyond loopback (USAGEHUB_HTTP_HOST={s.http_host}); openssl rand -hex 32 makes one;"
+            " empty turns the device and admin routes off"
         )
     if s.http_header_timeout <= 0 or s.http_body_timeout <= 0:
         errors.append("USAGEHUB_HTTP_HEADER_TIMEOUT and USAGEHUB_HTTP_BODY_TIMEOUT must be positive")

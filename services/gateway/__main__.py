@@ -27,6 +27,11 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     log.info("gateway listening", host=settings.http_host, port=settings.http_port)
+    if settings.weak_secret_key:
+        log.warning(
+            "USAGEHUB_SECRET_KEY is shorter than 32 characters: accepted only because the gateway listens"
+            " on loopback; beyond it usagehub refuses to start (openssl rand -hex 32 makes a good one)"
+        )
     try:
         await stop.wait()
     finally:

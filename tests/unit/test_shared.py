@@ -87,11 +87,21 @@ def test_all_invalid_settings_are_reported_together() -> None:
                 "USAGEHUB_STREAM_REPLICAS": "2",
                 "USAGEHUB_LOG_FORMAT": "xml",
                 "USAGEHUB_SECRET_KEY": "change-me",
+                "USAGEHUB_HTTP_HOST": "0.0.0.0",
             }
         )
     message = str(err.value)
     assert "USAGEHUB_HTTP_PORT" in message and "STREAM_REPLICAS" in message and "LOG_FORMAT" in message
     assert "USAGEHUB_SECRET_KEY must be at least 32 characters" in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_a_short_admin_key_is_accepted_on_loopback_only(host: str) -> None:
+    settings = load_settings({"USAGEHUB_SECRET_KEY": "change-me", "USAGEHUB_HTTP_HOST": host})
+    assert settings.weak_secret_key and settings.device_routes_enabled
+    for beyond in ("0.0.0.0", "10.1.2.3", "gateway.example"):
+        with pytest.raises(SettingsError):
+            load_settings({"USAGEHUB_SECRET_KEY": "change-me", "USAGEHUB_HTTP_HOST": beyond})
 
 
 def test_an_empty_admin_key_turns_the_admin_routes_off() -> None:
