@@ -21,11 +21,12 @@ from typing import Any
 
 import aiohttp
 
-from services.local.servers import free_port, start_nats, start_postgres
+from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.bus import Appender, connect, ensure_streams
 from shared.events import PageVisited, new_event_id, now
+from shared.settings import Settings
 
-SECRET = "bench-secret"
+SECRET = "bench-admin-secret-key-0123456789abcdef"
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:
@@ -42,8 +43,15 @@ def _wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
 
 
+def as_user(nats: Server, user: str) -> Settings:
+    """Connecting to the embedded NATS as ``user`` (appends are ingest's; rebuilds the projector's)."""
+    return Settings(
+        nats_url=nats.url, nats_user=user, nats_password=nats.password_files[user].read_text().strip()
+    )
+
+
 @contextmanager
-def usagehub(data: Path) -> Iterator[tuple[str, str, str]]:
+def usagehub(data: Path) -> Iterator[tuple[str, Server, str]]:
     """Embedded servers and the three services as processes, as ``make up`` runs them."""
     nats = start_nats(data / "nats")
     pg = start_postgres(data / "postgres")
@@ -60,11 +68,16 @@ def usagehub(data: Path) -> Iterator[tuple[str, str, str]]:
     procs = []
     try:
         for service in ("ingest", "projector", "gateway"):
-            env_s = {**env, "USAGEHUB_METRICS_PORT": str(free_port())}
+            env_s = {
+                **env,
+                "USAGEHUB_METRICS_PORT": str(free_port()),
+                "USAGEHUB_NATS_USER": service,
+                "USAGEHUB_NATS_PASSWORD_FILE": str(nats.password_files[service]),
+            }
             procs.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env_s))
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/readyz", 60)
-        yield base, nats.url, pg.url
+        yield base, nats, pg.url
     finally:
         for p in procs:
             p.terminate()
@@ -128,9 +141,9 @@ async def register(base: str, n: int) -> list[str]:
         return tokens
 
 
-async def append_rate(nats_url: str, writers: int, count: int) -> float:
+async def append_rate(nats: Server, writers: int, count: int) -> float:
     """Appends per second to JetStream (fsync before ack) through the shared Appender."""
-    nc = await connect(nats_url, "bench")
+    nc = await connect(as_user(nats, "ingest"), "bench")
     try:
         await ensure_streams(nc.jetstream())
         async with Appender(nc) as appender:
@@ -156,7 +169,7 @@ async def create_link(base: str) -> int:
             return link_id
 
 
-async def catch_up_rates(nats_url: str, database_url: str) -> dict[str, Any]:
+async def catch_up_rates(nats: Server, database_url: str) -> dict[str, Any]:
     """Each projection rebuilt from the whole stream: events applied per second while catching up."""
     import asyncpg
 
@@ -164,7 +177,7 @@ async def catch_up_rates(nats_url: str, database_url: str) -> dict[str, Any]:
     from services.projector.rebuild import rebuild
     from shared.bus import read_stream
 
-    nc = await connect(nats_url, "bench-rebuild")
+    nc = await connect(as_user(nats, "projector"), "bench-rebuild")
     conn = await asyncpg.connect(database_url)
     try:
         js = nc.jetstream()
@@ -264,52 +277,40 @@ async def _media_get_latency(base: str, count: int) -> dict[str, Any]:
     }
 
 
-async def _media_nats_rate(nats_url: str, database_url: str, count: int, tag: str) -> float:
-    """Print usages published straight onto the intake, one per message: per second until all of
-    them are in the read model (intake, ingest, event stream, projection)."""
+async def _media_nats_rate(nats: Server, database_url: str, count: int, tag: str) -> float:
+    """Print usages published straight onto the intake (as the publisher user), one per message: per
+    second until all of them are in the read model (intake, ingest, event stream, projection)."""
     import asyncpg
 
-    from shared.bus import EVENTS_STREAM
-
-    subject = "usagehub.events.media.recorded"
-    nc = await connect(nats_url, "bench-media")
+    media = [f"{tag}-{j}" for j in range(count)]
+    nc = await connect(as_user(nats, "publisher"), "bench-media")
     conn = await asyncpg.connect(database_url)
     try:
         js = nc.jetstream()
-
-        async def recorded() -> int:
-            info = await js.stream_info(EVENTS_STREAM, subjects_filter=subject)
-            return int((info.state.subjects or {}).get(subject, 0))
-
-        before = await recorded()
         started = time.perf_counter()
         for i in range(0, count, 256):
             await asyncio.gather(
                 *(
                     js.publish(
                         "usagehub.ingest.media_print",
-                        json.dumps({"printUsageRecords": [_print_record(f"{tag}-{j}")]}).encode(),
-                        headers={"Nats-Msg-Id": f"{tag}-{j}"},
+                        json.dumps({"printUsageRecords": [_print_record(m)]}).encode(),
+                        headers={"Nats-Msg-Id": m},
                     )
-                    for j in range(i, min(count, i + 256))
+                    for m in media[i : i + 256]
                 )
             )
-        while await recorded() < before + count:
-            await asyncio.sleep(0.05)
+        arrived = "SELECT count(*) FROM media_usages WHERE media_id = ANY($1::text[])"
+        while int(await conn.fetchval(arrived, media)) < count:
             if time.perf_counter() - started > 600:
-                raise RuntimeError("intake media usages did not all reach the event stream")
-        last = int((await js.get_last_msg(EVENTS_STREAM, subject, direct=True)).seq or 0)
-        position = "SELECT position FROM projection_checkpoints WHERE projection = 'media_usage'"
-        while True:  # polled: the projector's notices are core NATS, this is simpler and as exact
-            if int(await conn.fetchval(position) or 0) >= last:
-                return count / (time.perf_counter() - started)
-            await asyncio.sleep(0.02)
+                raise RuntimeError("intake media usages did not all reach the read model")
+            await asyncio.sleep(0.05)
+        return count / (time.perf_counter() - started)
     finally:
         await conn.close()
         await nc.close()
 
 
-def media_usage(base: str, nats_url: str, database_url: str, rounds: int, n: int, c: int) -> dict[str, Any]:
+def media_usage(base: str, nats: Server, database_url: str, rounds: int, n: int, c: int) -> dict[str, Any]:
     """The media-usage API: ``GET /usages/media/:id`` latency with 100 usages on the media and
     100,000 in all (loaded through HTTP print requests, the real write path), then usage writes per
     second over HTTP (one print record per request) and straight onto NATS (one per message)."""
@@ -338,7 +339,7 @@ def media_usage(base: str, nats_url: str, database_url: str, rounds: int, n: int
         "get_by_media_100_of_100000": latency,
         "writes_per_s_http": median_of(rounds, http_round),
         "writes_per_s_nats": median_of(
-            rounds, lambda: _media_nats_rate(nats_url, database_url, n, f"nats-{next(writes)}")
+            rounds, lambda: _media_nats_rate(nats, database_url, n, f"nats-{next(writes)}")
         ),
     }
 
@@ -370,7 +371,7 @@ def main() -> None:
         )
     data = Path(tempfile.mkdtemp(prefix="usagehub-bench-"))
     try:
-        with usagehub(data) as (base, nats_url, database_url):
+        with usagehub(data) as (base, nats, database_url):
             tokens = asyncio.run(register(base, 8))
             results["beats_per_s_http"] = median_of(
                 args.rounds,
@@ -379,10 +380,10 @@ def main() -> None:
                 ),
             )
             results["appends_per_s_single_writer"] = median_of(
-                args.rounds, lambda: append_rate(nats_url, 1, 1000)
+                args.rounds, lambda: append_rate(nats, 1, 1000)
             )
             results["appends_per_s_64_writers_shared"] = median_of(
-                args.rounds, lambda: append_rate(nats_url, 64, 20_000)
+                args.rounds, lambda: append_rate(nats, 64, 20_000)
             )
             link_id = asyncio.run(create_link(base))
             results["link_usage_posts_per_s_http"] = median_of(
@@ -391,8 +392,8 @@ def main() -> None:
                     base, f"/api/links/{link_id}/usage", n, c, lambda i: {"data": {"user": f"u{i % 50}"}}
                 ),
             )
-            results["media_usage"] = media_usage(base, nats_url, database_url, args.rounds, n, c)
-            results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats_url, database_url))
+            results["media_usage"] = media_usage(base, nats, database_url, args.rounds, n, c)
+            results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats, database_url))
     finally:
         shutil.rmtree(data, ignore_errors=True)
     base_rate = results["baseline_aiohttp_posts_per_s"]["median"]

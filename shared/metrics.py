@@ -32,6 +32,16 @@ STATS_FEED_COMPUTATIONS = Counter(
     "usagehub_stats_feed_computations_total", "Statistics computed for the WebSocket feed (once per tick)"
 )
 WEBSOCKET_CLIENTS = Gauge("usagehub_websocket_clients", "Connected WebSocket clients")
+# reason: header_timeout | body_timeout | over_capacity (a fixed set, chosen by the gateway).
+HTTP_CONNECTIONS_DROPPED = Counter(
+    "usagehub_http_connections_dropped_total",
+    "Connections closed or requests failed by the gateway's limits",
+    ["reason"],
+)
+# command: a command type name (a fixed set, from shared/commands).
+GATEWAY_COMMANDS = Counter(
+    "usagehub_gateway_commands_total", "Commands the gateway sent to ingest over NATS", ["command"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -5,14 +5,18 @@ Every component validates its whole configuration at start-up and reports all er
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
 # A print request becomes one event; beyond this its event could outgrow a NATS message (1 MiB).
 MAX_PRINT_KB = 560
+
+# The admin key is compared as given, so its length is all its strength (32 hex characters: 128 bits).
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class SettingsError(ValueError):
@@ -25,9 +29,17 @@ class Settings:
 
     # Empty means "start the embedded server" (``usagehub up``); services require a URL.
     nats_url: str = ""
-    database_url: str = ""
+    # The NATS user this process connects as, which decides what it may publish and subscribe
+    # (shared/bus_permissions.py). Empty: no authentication (a server without users).
+    nats_user: str = ""
+    nats_password: str = field(default="", repr=False)
+    # A mounted secret holding the password (Kubernetes, compose secrets), instead of the variable.
+    nats_password_file: str = ""
+    # CA certificate that signed the NATS server's (tls:// URLs); empty: the system's CAs.
+    nats_ca_file: str = ""
+    database_url: str = field(default="", repr=False)
     # Empty disables the device routes entirely (the heartbeat document's rule).
-    secret_key: str = ""
+    secret_key: str = field(default="", repr=False)
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     data_dir: Path = Path(".usagehub")
@@ -45,6 +57,37 @@ class Settings:
     # ingest and projector serve /healthz, /readyz and /metrics here (the gateway on its HTTP port).
     metrics_port: int = 9100
     stats_interval: float = 1.0
+    # Limits at the gateway's door (docs/operations.md, "Limits at the door").
+    # A connection must send a request's headers within this many seconds of opening (or of the
+    # first byte of a next request on a kept-alive connection), else it is closed.
+    http_header_timeout: float = 10.0
+    # A request's whole body must arrive within this many seconds of its headers, else 408.
+    http_body_timeout: float = 10.0
+    # Connections one gateway process holds at once; beyond it new ones get 503 and are closed.
+    http_max_connections: int = 1000
+    # WebSocket clients of one gateway process; beyond it the upgrade is answered 503.
+    ws_max_clients: int = 500
+    # Origins (``https://host[:port]``, comma-separated) allowed to open WebSockets besides the
+    # request's own; a request without Origin (not a browser) is always allowed.
+    ws_allowed_origins: str = ""
+    # Failed authentications (401/403) a client address may have in a burst, and how fast that
+    # budget refills; over it, requests with an unproven credential get 429.
+    auth_failure_burst: int = 20
+    auth_failures_per_minute: float = 30.0
+    # Client addresses whose failure budget the gateway remembers (least recently failing forgotten).
+    auth_tracked_clients: int = 10_000
+    # Proxies (comma-separated CIDRs) whose X-Forwarded-For names the client; empty: the peer is.
+    trusted_proxies: str = ""
+
+    @property
+    def listens_on_loopback_only(self) -> bool:
+        return _is_loopback(self.http_host)
+
+    @property
+    def weak_secret_key(self) -> bool:
+        """A short admin key: refused beyond loopback, accepted (with a warning) on a laptop's loopback."""
+        return bool(self.secret_key) and len(self.secret_key) < MIN_SECRET_KEY_LENGTH
+
     # Absolute base of the links the media-usage API answers with (usage uris); empty: this gateway's
     # own address (``http://<http_host>:<http_port>``), right for ``usagehub up``.
     public_url: str = ""
@@ -72,6 +115,31 @@ class Settings:
     @property
     def media_api_base_url(self) -> str:
         return self.media_api_url.rstrip("/") if self.media_api_url else self.public_base_url
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        """``trusted_proxies`` parsed (a bare address is a /32 or /128)."""
+        return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in _items(self.trusted_proxies))
+
+    @property
+    def ws_allowed_origin_set(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/").lower() for o in _items(self.ws_allowed_origins))
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _items(comma_separated: str) -> list[str]:
+    return [item for item in comma_separated.split(",") if item.strip()]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _env_name(field_name: str) -> str:
@@ -108,6 +176,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 values[f.name] = raw
         except ValueError:
             errors.append(f"{_env_name(f.name)}={raw!r} is not a valid {type(default).__name__}")
+    password_file = str(values.get("nats_password_file", ""))
+    if password_file:
+        if values.get("nats_password"):
+            errors.append("set USAGEHUB_NATS_PASSWORD or USAGEHUB_NATS_PASSWORD_FILE, not both")
+        try:
+            # A secret file usually ends with a newline that is not part of the password.
+            values["nats_password"] = Path(password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            errors.append(f"USAGEHUB_NATS_PASSWORD_FILE: cannot read {password_file} ({exc.strerror})")
     settings = Settings(**values)  # type: ignore[arg-type]
     errors.extend(_validate(settings))
     if errors:
@@ -138,6 +215,31 @@ def _validate(s: Settings) -> list[str]:
             errors.append(f"{name} must be an absolute http(s) URL without query or fragment")
     if not 1 <= s.media_print_max_kb <= MAX_PRINT_KB:
         errors.append(f"USAGEHUB_MEDIA_PRINT_MAX_KB must be from 1 to {MAX_PRINT_KB}")
+    if s.nats_user and not (s.nats_password or s.nats_password_file):
+        errors.append("USAGEHUB_NATS_USER needs USAGEHUB_NATS_PASSWORD or USAGEHUB_NATS_PASSWORD_FILE")
+    if s.nats_password and not s.nats_user:
+        errors.append("a NATS password needs USAGEHUB_NATS_USER")
+    if s.nats_ca_file and not Path(s.nats_ca_file).is_file():
+        errors.append(f"USAGEHUB_NATS_CA_FILE: {s.nats_ca_file} is not a file")
+    if s.secret_key and len(s.secret_key) < MIN_SECRET_KEY_LENGTH and not s.listens_on_loopback_only:
+        errors.append(
+            f"USAGEHUB_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters when the gateway"
+            f" listens beyond loopback (USAGEHUB_HTTP_HOST={s.http_host}); openssl rand -hex 32 makes one;"
+            " empty turns the device and admin routes off"
+        )
+    if s.http_header_timeout <= 0 or s.http_body_timeout <= 0:
+        errors.append("USAGEHUB_HTTP_HEADER_TIMEOUT and USAGEHUB_HTTP_BODY_TIMEOUT must be positive")
+    for name in ("http_max_connections", "ws_max_clients", "auth_failure_burst", "auth_tracked_clients"):
+        if getattr(s, name) < 1:
+            errors.append(f"{_env_name(name)} must be at least 1")
+    if s.auth_failures_per_minute <= 0:
+        errors.append("USAGEHUB_AUTH_FAILURES_PER_MINUTE must be positive")
+    try:
+        s.trusted_proxy_networks  # noqa: B018 (parsing is the check)
+    except ValueError:
+        errors.append("USAGEHUB_TRUSTED_PROXIES must be comma-separated CIDRs, e.g. 10.0.0.0/8,::1/128")
+    if any(not o.startswith(("http://", "https://")) for o in s.ws_allowed_origin_set):
+        errors.append("USAGEHUB_WS_ALLOWED_ORIGINS must be comma-separated http(s)://host[:port] origins")
     return errors
 
 

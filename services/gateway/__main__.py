@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from services.gateway.app import init_app
+from services.gateway.http_server import gateway_runner
 from shared.db import create_pool, migrate
 from shared.lifecycle import run_service
 from shared.logging import get_logger
@@ -22,10 +23,15 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await migrate(conn)
     finally:
         await pool.close()
-    runner = web.AppRunner(init_app(settings), access_log=None, shutdown_timeout=5)
+    runner = gateway_runner(init_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
     log.info("gateway listening", host=settings.http_host, port=settings.http_port)
+    if settings.weak_secret_key:
+        log.warning(
+            "USAGEHUB_SECRET_KEY is shorter than 32 characters: accepted only because the gateway listens"
+            " on loopback; beyond it usagehub refuses to start (openssl rand -hex 32 makes a good one)"
+        )
     try:
         await stop.wait()
     finally:

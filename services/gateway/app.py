@@ -9,13 +9,22 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import keys
+from services.gateway.auth_limits import AuthLimits
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
+from services.gateway.heartbeat_visits import MAX_TRACKED_VISITORS, RecentVisitors
 from services.gateway.links_routes import setup_links_routes
 from services.gateway.media_routes import setup_media_routes
-from services.gateway.middleware import error_middleware, metrics_middleware, request_id_middleware
+from services.gateway.middleware import (
+    auth_limit_middleware,
+    error_middleware,
+    metrics_middleware,
+    request_id_middleware,
+)
+from services.gateway.security_headers import add_security_headers
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
+from services.projector.heartbeat import VISIT_SESSION
 from shared.bus import close, connect
 from shared.db import create_pool
 from shared.settings import Settings
@@ -29,7 +38,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
 
 
 async def _nats(app: web.Application) -> AsyncIterator[None]:
-    nc = await connect(app[keys.SETTINGS].nats_url, "usagehub-gateway")
+    nc = await connect(app[keys.SETTINGS], "usagehub-gateway")
     app[keys.NATS] = nc
     yield
     await close(nc)
@@ -46,7 +55,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 async def _stats_feed(app: web.Application) -> AsyncIterator[None]:
     pool = app[keys.POOL]
-    feed = StatsFeed(lambda: stats_document(pool), app[keys.SETTINGS].stats_interval)
+    settings = app[keys.SETTINGS]
+    feed = StatsFeed(lambda: stats_document(pool), settings.stats_interval, settings.ws_max_clients)
     app[keys.FEED] = feed
     task = asyncio.create_task(feed.run())
     yield
@@ -58,11 +68,16 @@ async def _stats_feed(app: web.Application) -> AsyncIterator[None]:
 
 def init_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware],
+        middlewares=[request_id_middleware, metrics_middleware, auth_limit_middleware, error_middleware],
         # The largest body any route takes; each route reads with its own, smaller or equal, limit.
         client_max_size=max(64 * 1024, settings.media_print_max_kb * 1024),
     )
     app[keys.SETTINGS] = settings
+    app[keys.HTTP_BODY_TIMEOUT] = settings.http_body_timeout
+    app[keys.AUTH_LIMITS] = AuthLimits.of(settings)
+    app[keys.CREDENTIAL_ROUTES] = set()
+    app[keys.VISITORS] = RecentVisitors(MAX_TRACKED_VISITORS, VISIT_SESSION.total_seconds())
+    app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])
     setup_routes(app, settings)
     return app

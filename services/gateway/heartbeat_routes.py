@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import html
 import json
-from importlib import resources
+import time
 from string import Template
 
 import asyncpg
 from aiohttp import web
 
 from services.gateway import keys
+from services.gateway.auth_limits import client_address
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_read import read_snapshot, stats_view
+from services.gateway.heartbeat_visits import (
+    COOKIE,
+    COOKIE_MAX_AGE,
+    cookie_visitor,
+    fallback_visitor,
+    is_visitor_cookie,
+    new_cookie_value,
+)
 from services.gateway.requests import json_object, path_id, presented_token, require_admin, send
+from services.gateway.security_headers import PAGE_TEMPLATE
 from services.gateway.writes import idempotency_key
+from services.gateway.ws import origin_allowed
 from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.events import now
 from shared.secrets import hash_token, new_token
@@ -64,15 +75,42 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def stats_ws(request: web.Request) -> web.WebSocketResponse:
+    # A page elsewhere must not open the feed with its visitors' browsers (nor count against the cap).
+    allowed = request.app[keys.SETTINGS].ws_allowed_origin_set
+    if not origin_allowed(request.headers.get("Origin"), request.headers.get("Host"), allowed):
+        raise http_error(403, "WebSocket connections are not allowed from this origin")
     return await request.app[keys.FEED].serve(request)
 
 
-_PAGE = Template(resources.files("services.gateway").joinpath("templates/index.html").read_text("utf-8"))
+# The page's inline script and style are allowed by hash in the Content-Security-Policy.
+_PAGE = Template(PAGE_TEMPLATE)
+
+
+def _visitor(request: web.Request) -> tuple[str, str | None]:
+    """The visitor viewing the page, and the cookie to give them when they brought none."""
+    cookie = request.cookies.get(COOKIE)
+    if is_visitor_cookie(cookie):
+        return cookie_visitor(cookie), None
+    limits = request.app[keys.AUTH_LIMITS]
+    address = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
+    key = request.app[keys.SETTINGS].secret_key.encode()
+    return fallback_visitor(address, request.headers.get("User-Agent", ""), key), new_cookie_value()
 
 
 async def index(request: web.Request) -> web.Response:
-    # Every view of the page is a visit; API calls never are.
-    await send(request, RecordPageVisit(path=request.path), READ_BY)
+    # A visit is a visitor's session (API calls never are): only a view that may start one is sent.
+    visitors = request.app[keys.VISITORS]
+    visitor, new_cookie = _visitor(request)
+    at = time.monotonic()
+    if visitors.starts_session(visitor, at):
+        # Its next views bring the new cookie: the same visitor, in the same session, here and
+        # (through the event) in the projection, whichever gateway they reach.
+        given = "" if new_cookie is None else cookie_visitor(new_cookie)
+        cmd = RecordPageVisit(path=request.path, visitor=visitor, cookie_visitor=given)
+        await send(request, cmd, READ_BY)
+        if given:
+            visitors.viewed(given, at)
+    visitors.viewed(visitor, at)
     view = stats_view(await read_snapshot(request.app[keys.POOL]), now())
     rows = "".join(
         f'<tr data-id="{d["id"]}"><td>{d["id"]}</td><td>{html.escape(d["name"])}</td>'
@@ -88,14 +126,26 @@ async def index(request: web.Request) -> web.Response:
         uptime=view["uptime"],
         device_rows=rows,
     )
-    return web.Response(text=page, content_type="text/html")
+    response = web.Response(text=page, content_type="text/html")
+    if new_cookie is not None:
+        response.set_cookie(
+            COOKIE,
+            new_cookie,
+            max_age=COOKIE_MAX_AGE,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=request.secure,
+        )
+    return response
 
 
 def setup_heartbeat_routes(app: web.Application, device_routes: bool) -> None:
+    checked = app[keys.CREDENTIAL_ROUTES]
     app.router.add_get("/", index)
     if device_routes:  # the document: without a secret key these routes do not exist
-        app.router.add_post("/api/devices", register_device)
-        app.router.add_post("/api/devices/{id}/token/generate", generate_token)
-    app.router.add_post("/api/beat", beat)
+        checked.add(app.router.add_post("/api/devices", register_device))
+        checked.add(app.router.add_post("/api/devices/{id}/token/generate", generate_token))
+    checked.add(app.router.add_post("/api/beat", beat))
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/api/stats/ws", stats_ws)

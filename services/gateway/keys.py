@@ -6,6 +6,8 @@ import asyncpg
 from aiohttp import web
 from nats.aio.client import Client
 
+from services.gateway.auth_limits import AuthLimits
+from services.gateway.heartbeat_visits import RecentVisitors
 from services.gateway.writes import ProjectionWatch
 from services.gateway.ws import StatsFeed
 from shared.settings import Settings
@@ -15,3 +17,9 @@ NATS = web.AppKey("nats", Client)
 POOL = web.AppKey("pool", asyncpg.Pool)
 WATCH = web.AppKey("watch", ProjectionWatch)
 FEED = web.AppKey("feed", StatsFeed)
+# USAGEHUB_HTTP_BODY_TIMEOUT: how long a request body may take to arrive (readers of bodies use it).
+HTTP_BODY_TIMEOUT = web.AppKey("http_body_timeout", float)
+AUTH_LIMITS = web.AppKey("auth_limits", AuthLimits)
+VISITORS = web.AppKey("visitors", RecentVisitors)
+# Routes that check a credential on every request: only their 2xx answers prove one.
+CREDENTIAL_ROUTES = web.AppKey("credential_routes", set[web.AbstractRoute])

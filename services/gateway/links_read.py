@@ -75,7 +75,8 @@ _WHERE = (
 )
 
 
-async def usage(conn: Conn, link_id: int, f: UsageFilter) -> list[dict[str, Any]]:
+async def usage(conn: Conn, link_id: int, f: UsageFilter) -> tuple[list[dict[str, Any]], bool]:
+    """One page of the link's usages, and whether more follow it."""
     rows = await conn.fetch(
         "SELECT user_name, started_at, duration FROM link_usage_sessions"
         + _WHERE
@@ -85,19 +86,33 @@ async def usage(conn: Conn, link_id: int, f: UsageFilter) -> list[dict[str, Any]
         f.user,
         f.since,
         f.until,
-        f.limit,
+        None if f.limit is None else f.limit + 1,  # one more, to tell whether another page follows
         f.offset,
     )
-    return [
-        {"user": r["user_name"], "date": iso_ms(r["started_at"]), "duration": r["duration"]} for r in rows
+    more = f.limit is not None and len(rows) > f.limit
+    items = [
+        {"user": r["user_name"], "date": iso_ms(r["started_at"]), "duration": r["duration"]}
+        for r in rows[: f.limit]
     ]
+    return items, more
+
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize_cell(value: str) -> str:
+    """A text cell a spreadsheet shows as text: a leading ``'`` before what could start a formula
+    (``=HYPERLINK(...)`` as a user name would otherwise be a live link in the export)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def usage_csv(items: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["user", "date", "duration"])
-    writer.writerows([i["user"], i["date"], i["duration"]] for i in items)
+    # Only the user is anyone's text: the date and the duration are written by usagehub.
+    writer.writerows([neutralize_cell(i["user"]), i["date"], i["duration"]] for i in items)
     return out.getvalue()
 
 

@@ -21,7 +21,11 @@ READ_BY = ("links",)
 MAX_BODY = 16 * 1024
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
+# A usage list is a bare array (the Lighthouse document's clients read it whole, without paging),
+# so its default page is its largest one: every link with up to 10,000 usages answers as before,
+# and a longer one answers its first 10,000 with a Link: <…>; rel="next" header to the rest.
 MAX_USAGE_PAGE = 10_000
+DEFAULT_USAGE_PAGE = MAX_USAGE_PAGE
 MAX_USER = 200
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,7 +87,7 @@ def _usage_filter(request: web.Request, *, paged: bool) -> links_read.UsageFilte
         raise http_error(400, f"user must be at most {MAX_USER} characters, without control characters")
     since, until = _time(request, "since"), _time(request, "until")
     if paged:
-        limit = _count(request, "limit", None, 1, MAX_USAGE_PAGE)
+        limit = _count(request, "limit", DEFAULT_USAGE_PAGE, 1, MAX_USAGE_PAGE)
         offset = _count(request, "offset", 0, 0, 999_999_999) or 0
         return links_read.UsageFilter(user, since, until, limit, offset)
     return links_read.UsageFilter(user, since, until)
@@ -235,10 +239,16 @@ async def get_usage(request: web.Request) -> web.Response:
     async with _snapshot(request) as conn:
         await _existing(conn, link_id)  # before the arguments, as for POST
         wants_csv = _wants_csv(request)
-        items = await links_read.usage(conn, link_id, _usage_filter(request, paged=True))
+        page = _usage_filter(request, paged=True)
+        items, more = await links_read.usage(conn, link_id, page)
     if wants_csv:
-        return web.Response(text=links_read.usage_csv(items), content_type="text/csv", charset="utf-8")
-    return web.json_response(items)
+        response = web.Response(text=links_read.usage_csv(items), content_type="text/csv", charset="utf-8")
+    else:
+        response = web.json_response(items)
+    if more and page.limit:
+        following = request.rel_url.update_query(offset=page.offset + page.limit, limit=page.limit)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return response
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -258,11 +268,12 @@ def setup_links_routes(app: web.Application, settings: Settings) -> None:
     def admin(view: View) -> View:
         return view if settings.secret_key else _absent
 
+    checked = app[keys.CREDENTIAL_ROUTES]
     app.router.add_get("/api/links", list_links)
-    app.router.add_post("/api/links", admin(create_link))
+    checked.add(app.router.add_post("/api/links", admin(create_link)))
     app.router.add_get("/api/links/{id}", get_link)
-    app.router.add_patch("/api/links/{id}", admin(update_link))
-    app.router.add_delete("/api/links/{id}", admin(delete_link))
+    checked.add(app.router.add_patch("/api/links/{id}", admin(update_link)))
+    checked.add(app.router.add_delete("/api/links/{id}", admin(delete_link)))
     app.router.add_get("/api/links/{id}/usage", get_usage)
     app.router.add_post("/api/links/{id}/usage", post_usage)
     app.router.add_get("/api/links/{id}/stats", get_stats)

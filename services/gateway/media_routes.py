@@ -287,14 +287,16 @@ def setup_media_routes(app: web.Application, settings: Settings) -> None:
         return view if settings.secret_key else _absent
 
     router = app.router
-    router.add_post("/usages/digital", admin(record_digital))
-    router.add_post("/usages/print", admin(record_print))
-    router.add_post("/usages/syndication", admin(record_syndication))
-    router.add_post("/usages/front", admin(record_front))
-    router.add_post("/usages/download", admin(record_download))
-    router.add_put("/usages/status/update/{mediaId}/{usageId:.+}", admin(update_status))
+    # Routes that check the admin key: their 2xx proves it to the failed-authentication limits.
+    checked = app[keys.CREDENTIAL_ROUTES]
+    checked.add(router.add_post("/usages/digital", admin(record_digital)))
+    checked.add(router.add_post("/usages/print", admin(record_print)))
+    checked.add(router.add_post("/usages/syndication", admin(record_syndication)))
+    checked.add(router.add_post("/usages/front", admin(record_front)))
+    checked.add(router.add_post("/usages/download", admin(record_download)))
+    checked.add(router.add_put("/usages/status/update/{mediaId}/{usageId:.+}", admin(update_status)))
     router.add_get("/usages/media/{mediaId}", get_media_usages)
-    router.add_delete("/usages/media/{mediaId}", admin(delete_media_usages))
-    router.add_delete("/usages/media/{mediaId}/{usageId:.+}", admin(delete_usage))
+    checked.add(router.add_delete("/usages/media/{mediaId}", admin(delete_media_usages)))
+    checked.add(router.add_delete("/usages/media/{mediaId}/{usageId:.+}", admin(delete_usage)))
     router.add_get("/usages/{usageId}", get_usage)
     router.add_get("/images/{mediaId}", get_media)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -9,7 +10,16 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from services.gateway import keys
+from services.gateway.auth_limits import (
+    CREDENTIAL_HEADERS,
+    Admission,
+    AuthLimits,
+    client_address,
+    credential_digest,
+)
 from services.gateway.errors import json_error
+from services.gateway.http_server import BodyReadTimeout
 from shared import metrics
 from shared.logging import get_logger, new_request_id, request_id_var
 
@@ -45,6 +55,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = json_error(exc.status, exc.reason if exc.status != 404 else "not found")
         response.headers.update(headers)
         return response
+    except BodyReadTimeout as exc:
+        response = json_error(408, str(exc))
+        response.force_close()  # the rest of the body may still come: the connection cannot be reused
+        return response
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError):
         log.warning("database unavailable", path=request.path, method=request.method, exc_info=True)
         response = json_error(503, "the database is unavailable, try again")
@@ -55,11 +69,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, "internal error")
 
 
-def _route_name(request: web.Request) -> str:
+# Label values come from fixed sets, so no request can add a time series: a route is one the router
+# has registered (its pattern, never the path) or "unmatched", a method one of these or "OTHER".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_label(request: web.Request) -> str:
     info = request.match_info
     route = info.route if info is not None else None
     resource = route.resource if route is not None else None
     return resource.canonical if resource is not None else "unmatched"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "OTHER"
 
 
 @web.middleware
@@ -74,6 +97,52 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        route = _route_name(request)
-        metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - started)
+        route, method = route_label(request), method_label(request.method)
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def auth_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """429 at once for a client over its failure budget that presents an unproven credential.
+
+    See auth_limits.py: every 401 and 403 counts against the client; while it has failed lately,
+    its requests with an unproven credential pay up front. A credential is proven by a 2xx of a
+    route that checks it (``keys.CREDENTIAL_ROUTES``), never of a public one.
+    """
+    limits = request.app[keys.AUTH_LIMITS]
+    client = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
+    credential = credential_digest(request.headers.get(h) for h in CREDENTIAL_HEADERS)
+    admission = Admission()
+    if credential is not None and not limits.recent.proven(credential, time.monotonic()):
+        admission = limits.budget.admit(client, time.monotonic())
+        if admission.refused:
+            refusal = json_error(429, "too many failed authentications from this address, try again later")
+            refusal.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
+            return refusal
+    if request.match_info.route not in request.app[keys.CREDENTIAL_ROUTES]:
+        credential = None  # a public route's answer says nothing about the credential
+    # Settled only when answered: a request that is cancelled keeps what it paid.
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _settle(limits, client, credential, admission.paid, exc.status)
+        raise
+    _settle(limits, client, credential, admission.paid, response.status)
+    return response
+
+
+def _settle(limits: AuthLimits, client: str, credential: bytes | None, paid: bool, status: int) -> None:
+    now = time.monotonic()
+    if status in (401, 403):
+        if credential is not None:
+            limits.recent.forget(credential)  # e.g. a revoked token: it must prove itself again
+        if paid:
+            limits.budget.paid_failure(client, now)
+        else:
+            limits.budget.charge(client, now)
+        return
+    if paid:
+        limits.budget.refund(client, now)
+    if credential is not None and 200 <= status < 300:
+        limits.recent.remember(credential, now)

@@ -3,7 +3,6 @@ sending a command with read-your-writes."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -14,6 +13,7 @@ from multidict import MultiDictProxy
 from services.gateway import keys
 from services.gateway.errors import http_error
 from services.gateway.writes import raise_for_reply, send_command
+from shared import metrics
 from shared.commands import Command, Reply
 from shared.secrets import same_secret
 
@@ -44,20 +44,15 @@ class BodyTooLarge(ValueError):
     """The body is longer than the route accepts (a ValueError: routes answer 400 or 413)."""
 
 
-# How long a body may take to arrive in full, however it is segmented.
-BODY_TIMEOUT = 10.0
-
-
 async def read_body(request: web.Request, max_body: int) -> bytes:
     """The whole body, however many TCP segments it arrives in, bounded by ``max_body`` bytes and by
-    ``BODY_TIMEOUT`` (408 when it stalls: a ``Content-Length`` the client never sends in full)."""
+    ``USAGEHUB_HTTP_BODY_TIMEOUT`` (408 when it stalls: a ``Content-Length`` never sent in full)."""
     if request.content_length is not None and request.content_length > max_body:
         raise BodyTooLarge("request body too large")
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            raw = await request.read()  # to the end; also cached for request.post()
-    except TimeoutError:
-        raise http_error(408, "the request body did not arrive in time") from None
+        # To the end (also cached for request.post()); the server's body deadline
+        # (USAGEHUB_HTTP_BODY_TIMEOUT) ends a stalled read with 408.
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge("request body too large") from None
     if len(raw) > max_body:
@@ -72,10 +67,7 @@ async def read_form(
     if request.content_length is not None and request.content_length > max_body:
         raise BodyTooLarge("request body too large")
     try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            return await request.post()
-    except TimeoutError:
-        raise http_error(408, "the request body did not arrive in time") from None
+        return await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge("request body too large") from None
     except ValueError:
@@ -117,6 +109,7 @@ def path_id(request: web.Request, what: str) -> int:
 async def send(request: web.Request, cmd: Command, read_by: tuple[str, ...]) -> Reply:
     """Send ``cmd`` to ingest and wait until ``read_by`` show it; refusals become HTTP errors."""
     settings = request.app[keys.SETTINGS]
+    metrics.GATEWAY_COMMANDS.labels(type(cmd).__name__).inc()
     reply = await send_command(
         request.app[keys.NATS],
         request.app[keys.WATCH],

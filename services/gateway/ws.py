@@ -1,6 +1,7 @@
 """The stats feed: compute the statistics once a second and fan them out to every WebSocket client.
 
 Each client has a tiny queue; a client that cannot keep up (or has gone) is dropped, never buffered.
+At most ``max_clients`` are served at once, and a browser may connect only from an allowed origin.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import WSCloseCode, web
 
+from services.gateway.errors import http_error
 from shared import metrics
 from shared.logging import get_logger
 
@@ -20,11 +23,34 @@ SEND_TIMEOUT = 5.0
 QUEUE_SIZE = 2
 
 
+def origin_allowed(origin: str | None, host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a WebSocket may be opened from ``origin`` (the request's ``Origin`` header).
+
+    No Origin: not a browser (browsers always send one with a WebSocket), so no page's visitor can
+    be made to connect. Else the origin's host and port must be the request's ``Host`` (the page
+    was served from here), or the origin one of ``allowed`` (``scheme://host[:port]``, lowercase).
+    The scheme is not compared with the request's: behind a TLS-terminating proxy they differ.
+    """
+    if origin is None:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    if origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or host is None:
+        return False  # "null" (a sandboxed frame, a file), or anything that is not an origin
+    default_port = {"http": ":80", "https": ":443"}[parts.scheme]
+    return parts.netloc.removesuffix(default_port) == host.strip().lower().removesuffix(default_port)
+
+
 class StatsFeed:
-    def __init__(self, compute: Callable[[], Awaitable[str]], interval: float) -> None:
+    def __init__(self, compute: Callable[[], Awaitable[str]], interval: float, max_clients: int) -> None:
         self._compute = compute
         self._interval = interval
+        self._max_clients = max_clients
         self._clients: dict[web.WebSocketResponse, asyncio.Queue[str]] = {}
+        # Clients admitted, from before their upgrade until they leave: what the cap counts.
+        self._admitted = 0
         self._wake = asyncio.Event()
 
     @property
@@ -60,6 +86,16 @@ class StatsFeed:
             )
 
     async def serve(self, request: web.Request) -> web.WebSocketResponse:
+        """Upgrade and feed ``request``; 503 (before the upgrade) when the feed is full."""
+        if self._admitted >= self._max_clients:
+            raise http_error(503, "too many live statistics clients, try again later", {"Retry-After": "5"})
+        self._admitted += 1
+        try:
+            return await self._feed(request)
+        finally:
+            self._admitted -= 1
+
+    async def _feed(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
         await ws.prepare(request)
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)

@@ -4,6 +4,7 @@ beat or a page visit records. Pure functions, no I/O."""
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -14,6 +15,7 @@ from shared.events import BeatRecorded, DeviceRegistered, DeviceTokenRegenerated
 MAX_NAME_LENGTH = 200
 DEVICE_SUBJECTS = "usagehub.events.devices.>"
 MAX_PATH_LENGTH = 200
+_VISITOR = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +123,13 @@ def record_beat(cmd: RecordBeat, registry: DeviceRegistry, *, event_id: str, at:
 def record_page_visit(cmd: RecordPageVisit, *, event_id: str, at: datetime) -> PageVisited:
     if not cmd.path.startswith("/") or len(cmd.path) > MAX_PATH_LENGTH:
         raise Rejected(400, "path must be an absolute path of at most 200 characters")
+    if any(v and not _VISITOR.fullmatch(v) for v in (cmd.visitor, cmd.cookie_visitor)):
+        raise Rejected(400, "visitor and cookie_visitor must be SHA-256 hashes in hex")
     return PageVisited(
         event_id=event_id,
         occurred_at=at,
         request_id=cmd.request_id,
         path=cmd.path,
+        visitor=cmd.visitor,
+        cookie_visitor=cmd.cookie_visitor,
     )

@@ -1,14 +1,17 @@
 """The heartbeat read model: devices, beat counts, the longest absence and visits.
 
 ``fold_heartbeat`` is pure and uses only event time; ``apply_heartbeat`` loads the rows a batch
-touches, folds the batch and writes the rows back.
+touches, folds the batch and writes the rows back. A visit is a visitor's session, as web analytics
+count them (``starts_visit``): gateways append a ``PageVisited`` when they have not seen a visitor
+for 30 minutes, and this projection counts one only when that visitor's previous one is more than
+30 minutes older, so several gateways, restarts and rebuilds all count the same visits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.db import Conn
 from shared.events import (
@@ -25,7 +28,18 @@ FILTERS = [
     "usagehub.events.devices.>",
     "usagehub.events.heartbeat.>",
 ]
-TABLES = ("installation", "heartbeat_devices", "heartbeat_stats")
+TABLES = ("installation", "heartbeat_devices", "heartbeat_stats", "heartbeat_visitors")
+# The same visitor's views within this time of each other are one visit.
+VISIT_SESSION = timedelta(minutes=30)
+# A visitor's last visit is kept this long after the newest visit seen; older ones cannot change a
+# count unless event times were out of order by about as much (they are minutes at most).
+VISITOR_RETENTION = timedelta(days=1)
+
+
+def starts_visit(previous: datetime | None, at: datetime) -> bool:
+    """The session rule: a view at ``at`` is a new visit unless the same visitor's previous one
+    (the latest, by event time) is at most ``VISIT_SESSION`` earlier."""
+    return previous is None or at - previous > VISIT_SESSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,8 @@ class HeartbeatState:
     set_up_at: datetime | None = None
     stats: StatsRow = StatsRow()
     devices: Mapping[int, DeviceRow] = field(default_factory=dict)
+    # The latest visit of each visitor (of those a batch touches): visitor hash -> event time.
+    visitors: Mapping[str, datetime] = field(default_factory=dict)
 
 
 def _micros(later: datetime, earlier: datetime) -> int:
@@ -84,8 +100,19 @@ def fold_heartbeat(state: HeartbeatState, event: AnyEvent) -> HeartbeatState:
                 device_last = at if device.last_beat is None else max(device.last_beat, at)
                 devices[device_id] = replace(device, last_beat=device_last, num_beats=device.num_beats + 1)
             return replace(state, stats=stats, devices=devices)
-        case PageVisited():
+        case PageVisited(visitor=""):  # from before visits were sessions: each view was a visit
             return replace(state, stats=replace(state.stats, num_visits=state.stats.num_visits + 1))
+        case PageVisited(visitor=visitor, cookie_visitor=cookie_visitor, occurred_at=at):
+            previous = state.visitors.get(visitor)
+            visitors = dict(state.visitors)
+            # The visitor's session, and the one of the name their new cookie gives them.
+            for name in (visitor, cookie_visitor) if cookie_visitor else (visitor,):
+                latest = visitors.get(name)
+                visitors[name] = at if latest is None else max(latest, at)
+            if not starts_visit(previous, at):
+                return replace(state, visitors=visitors)
+            stats = replace(state.stats, num_visits=state.stats.num_visits + 1)
+            return replace(state, stats=stats, visitors=visitors)
     return state
 
 
@@ -105,10 +132,16 @@ async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> Non
     stats = await conn.fetchrow(
         "SELECT total_beats, last_beat, longest_absence_us, num_visits FROM heartbeat_stats"
     )
+    visits = [e for _, e in events if isinstance(e, PageVisited) and e.visitor]
+    visitors = await conn.fetch(
+        "SELECT visitor, last_visit FROM heartbeat_visitors WHERE visitor = ANY($1::text[])",
+        sorted({e.visitor for e in visits} | {e.cookie_visitor for e in visits if e.cookie_visitor}),
+    )
     before = HeartbeatState(
         set_up_at=await conn.fetchval("SELECT set_up_at FROM installation"),
         stats=StatsRow(**dict(stats)) if stats else StatsRow(),
         devices={r["device_id"]: DeviceRow(**dict(r)) for r in rows},
+        visitors={r["visitor"]: r["last_visit"] for r in visitors},
     )
     after = fold_heartbeat_events(before, (e for _, e in events))
     if after.set_up_at is not None and before.set_up_at is None:
@@ -121,6 +154,15 @@ async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> Non
             " name = EXCLUDED.name, last_beat = EXCLUDED.last_beat, num_beats = EXCLUDED.num_beats",
             [(d.device_id, d.name, d.registered_at, d.last_beat, d.num_beats) for d in changed],
         )
+    seen = [(v, at) for v, at in after.visitors.items() if before.visitors.get(v) != at]
+    if seen:
+        await conn.executemany(
+            "INSERT INTO heartbeat_visitors (visitor, last_visit) VALUES ($1, $2)"
+            " ON CONFLICT (visitor) DO UPDATE SET last_visit = EXCLUDED.last_visit",
+            seen,
+        )
+        newest = max(e.occurred_at for e in visits)
+        await conn.execute("DELETE FROM heartbeat_visitors WHERE last_visit < $1", newest - VISITOR_RETENTION)
     if after.stats != before.stats:
         s = after.stats
         await conn.execute(

@@ -35,6 +35,9 @@ class RecordBeat(Command, tag="RecordBeat", frozen=True):
 
 class RecordPageVisit(Command, tag="RecordPageVisit", frozen=True):
     path: str
+    # Hashes naming the visitor (see PageVisited); the gateway sends one only when a session starts.
+    visitor: str = ""
+    cookie_visitor: str = ""
 
 
 HeartbeatCommand = RegisterDevice | RegenerateDeviceToken | RecordBeat | RecordPageVisit

@@ -26,7 +26,16 @@ class BeatRecorded(Event, tag="BeatRecorded", frozen=True):
 
 
 class PageVisited(Event, tag="PageVisited", frozen=True):
+    """A view of the status page that may start a visit (a gateway sends one when it has not seen the
+    visitor for 30 minutes); counted when the visitor's previous one is over 30 minutes older."""
+
     path: str
+    # SHA-256 (hex) naming the visitor: of their ``uh_visitor`` cookie, or keyed of address and
+    # User-Agent. "" in events from before visits were sessions: each of those counts as a visit.
+    visitor: str = ""
+    # When the view brought no cookie: the visitor named by the cookie it was given, whose next
+    # views (with it) are in the same session. "" otherwise.
+    cookie_visitor: str = ""
 
 
 HeartbeatEvent = InstallationSetUp | DeviceRegistered | DeviceTokenRegenerated | BeatRecorded | PageVisited

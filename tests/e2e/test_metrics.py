@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.gateway.app import init_app
+from services.gateway.middleware import METHODS
+from shared import metrics
 from tests.conftest import Services, admin, with_settings
 
 
@@ -100,3 +103,38 @@ async def test_readyz_tells_a_stopped_projector_and_a_missing_ingest(services: S
                 break
             await asyncio.sleep(0.1)
         assert (await (await client.get("/readyz")).json())["ingest"] is True
+
+
+def http_label_sets() -> set[tuple[str, ...]]:
+    return {
+        tuple(sample.labels[k] for k in ("route", "method", "status"))
+        for family in metrics.HTTP_REQUESTS.collect()
+        for sample in family.samples
+        if sample.name == "usagehub_http_requests_total"
+    }
+
+
+async def test_random_methods_and_paths_do_not_grow_the_label_sets(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    prefixes = ["/", "/api/links/", "/api/links/1/", "/x/"]
+    # Methods the HTTP parser accepts but no route uses (it answers unknown tokens 400 itself).
+    others = ["PROPFIND", "MKCOL", "LOCK", "UNLOCK", "PURGE", "REPORT", "SEARCH", "MKCALENDAR", "SOURCE"]
+
+    async def request(method: str, path: str) -> None:
+        resp = await client.request(method, path)
+        assert resp.status in {404, 405}
+
+    # Every kind of request below once: the label values they can produce.
+    for method in ("GET", "POST", "COPY"):
+        for prefix in prefixes:
+            await request(method, prefix + "warm-up")
+    before = http_label_sets()
+    for _ in range(50):
+        method = secrets.choice(["GET", "POST", *others])
+        await request(method, secrets.choice(prefixes) + secrets.token_hex(6))
+    after = http_label_sets()
+    assert after == before
+    routes = {r.canonical for r in client.app.router.resources()} | {"unmatched"}
+    assert {route for route, _, _ in after} <= routes
+    assert {method for _, method, _ in after} <= METHODS | {"OTHER"}

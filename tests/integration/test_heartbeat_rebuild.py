@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from services.gateway import keys
-from tests.conftest import admin
+from tests.conftest import Services, admin
 from tests.integration.helpers import dump_tables, run_usagehub
 
 HEARTBEAT_TABLES = {
     "installation": "id",
     "heartbeat_devices": "device_id",
     "heartbeat_stats": "id",
+    "heartbeat_visitors": "visitor",
     "idempotency_keys": "idempotency_key",
     "projection_checkpoints": "projection",
 }
 
 
-async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.Application]) -> None:
-    settings = client.app[keys.SETTINGS]
+async def test_rebuild_gives_identical_rows(
+    client: TestClient[web.Request, web.Application], services: Services
+) -> None:
+    settings = services.settings_for("projector")  # rebuilds run where the projector does
     tokens = []
     for name in ("Laptop", "Phone", "Workstation"):
         resp = await client.post("/api/devices", json={"name": name}, headers=admin())
@@ -33,14 +36,15 @@ async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.
             headers["Idempotency-Key"] = f"beat-{i}"
         assert (await client.post("/api/beat", headers=headers)).status == 200
     await client.get("/")
+    async with aiohttp.ClientSession() as another:  # a second visitor
+        await (await another.get(client.make_url("/"), headers={"User-Agent": "another"})).read()
     await client.post("/api/devices/1/token/generate", headers=admin())
     conn = await asyncpg.connect(settings.database_url)
     before = await dump_tables(conn, HEARTBEAT_TABLES)
     assert b"Workstation" in before["heartbeat_devices"] and before["idempotency_keys"]
+    assert before["heartbeat_visitors"].count(b"\n") == 4  # each first view: two names
 
-    code, out, err = await run_usagehub(
-        "rebuild", "all", database_url=settings.database_url, nats_url=settings.nats_url
-    )
+    code, out, err = await run_usagehub("rebuild", "all", settings=settings)
     assert code == 0, err
     assert "rebuilt heartbeat" in out and "rebuilt idempotency" in out
 
@@ -51,9 +55,9 @@ async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.
 
 
 async def test_a_rebuild_during_writes_loses_and_doubles_nothing(
-    client: TestClient[web.Request, web.Application],
+    client: TestClient[web.Request, web.Application], services: Services
 ) -> None:
-    settings = client.app[keys.SETTINGS]
+    settings = services.settings_for("projector")
     token = (await (await client.post("/api/devices", json={"name": "Busy"}, headers=admin())).json())[
         "token"
     ]
@@ -64,9 +68,7 @@ async def test_a_rebuild_during_writes_loses_and_doubles_nothing(
 
     writers = [asyncio.create_task(beats(250)) for _ in range(4)]
     await asyncio.sleep(0.3)  # the rebuild starts while beats keep arriving
-    code, _, err = await run_usagehub(
-        "rebuild", "heartbeat", database_url=settings.database_url, nats_url=settings.nats_url
-    )
+    code, _, err = await run_usagehub("rebuild", "heartbeat", settings=settings)
     assert code == 0, err
     await asyncio.gather(*writers)
     stats = await (await client.get("/api/stats")).json()

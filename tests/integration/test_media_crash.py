@@ -53,7 +53,7 @@ async def test_rows_and_notifications_are_exact_across_a_projector_crash(
     subscriber = Notifications(js, "crash-subscriber")
     await subscriber.start()
     await services.stop_service("projector")  # this test runs its projector as a real process
-    projector = await start_projector(services.settings)
+    projector = await start_projector(services.settings_for("projector"))
     settings = with_settings(services.settings, read_your_writes_timeout=0.2)
     server = TestServer(init_app(settings))
     await server.start_server()
@@ -80,7 +80,7 @@ async def test_rows_and_notifications_are_exact_across_a_projector_crash(
                 projector.send_signal(signal.SIGKILL)
                 await projector.wait()
                 await asyncio.sleep(0.3)
-                projector = await start_projector(services.settings)
+                projector = await start_projector(services.settings_for("projector"))
 
             await asyncio.gather(crash_midway(), *(worker() for _ in range(CONNECTIONS)))
 

@@ -96,6 +96,23 @@ def test_page_visit_paths() -> None:
         record_page_visit(RecordPageVisit(path="x"), event_id="e", at=NOW)
 
 
+def test_page_visit_visitors_are_hashes() -> None:
+    visitor = "ab" * 32
+    event = record_page_visit(RecordPageVisit(path="/", visitor=visitor), event_id="e", at=NOW)
+    assert event.visitor == visitor
+    assert record_page_visit(RecordPageVisit(path="/"), event_id="e", at=NOW).visitor == ""
+    given = record_page_visit(
+        RecordPageVisit(path="/", visitor=visitor, cookie_visitor="cd" * 32), event_id="e", at=NOW
+    )
+    assert (given.visitor, given.cookie_visitor) == (visitor, "cd" * 32)
+    for bad in ("AB" * 32, "ab" * 31, "a\nb", "alice"):
+        with pytest.raises(Rejected):
+            record_page_visit(RecordPageVisit(path="/", visitor=bad), event_id="e", at=NOW)
+        with pytest.raises(Rejected):
+            cmd = RecordPageVisit(path="/", visitor=visitor, cookie_visitor=bad)
+            record_page_visit(cmd, event_id="e", at=NOW)
+
+
 async def test_catch_ups_in_a_flood_share_reads() -> None:
     """Folded.catch_up: every caller sees a read that began after it asked, and reads never pile up."""
     import asyncio

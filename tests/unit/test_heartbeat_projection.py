@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.gateway.heartbeat_read import DeviceStats, StatsSnapshot, stats_view
 from services.projector.heartbeat import (
+    VISIT_SESSION,
     DeviceRow,
     HeartbeatState,
     StatsRow,
     fold_heartbeat,
     fold_heartbeat_events,
+    starts_visit,
 )
 from shared.events import AnyEvent, BeatRecorded, DeviceRegistered, InstallationSetUp, PageVisited
 
@@ -145,3 +150,77 @@ def test_device_rows_are_plain_values() -> None:
     row = DeviceRow(device_id=1, name="x", registered_at=T0)
     assert (row.num_beats, row.last_beat) == (0, None)
     assert StatsRow().total_beats == 0
+
+
+# --- visits: a visitor's session --------------------------------------------------------------
+
+
+def visit(visitor: str, minutes: float) -> PageVisited:
+    return PageVisited(event_id="e", occurred_at=T0 + timedelta(minutes=minutes), path="/", visitor=visitor)
+
+
+# Views as (visitor, whole seconds since T0, as minutes), in time order, as one gateway sees them.
+views = st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 36_000)), max_size=80).map(
+    lambda vs: [(v, s / 60) for v, s in sorted(vs, key=lambda v: v[1])]
+)
+
+
+def sessions_model(vs: list[tuple[str, float]]) -> int:
+    """Web analytics' rule, directly: per visitor, one visit plus one per gap over 30 minutes."""
+    count = 0
+    for visitor in {v for v, _ in vs}:
+        times = [round(t * 60) for v, t in vs if v == visitor]
+        count += 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 1800)
+    return count
+
+
+@given(views)
+def test_each_view_appended_counts_the_sessions_web_analytics_count(vs: list[tuple[str, float]]) -> None:
+    state = fold_heartbeat_events(HeartbeatState(), [visit(v, t) for v, t in vs])
+    assert state.stats.num_visits == sessions_model(vs)
+
+
+@given(views, st.randoms(use_true_random=False))
+def test_views_appended_twice_by_several_gateways_count_once(vs: list[tuple[str, float]], rnd: Any) -> None:
+    # Some views reach the stream twice (two gateways that each did not know of the other's
+    # view), stamped by ingest a few milliseconds apart; concurrent appends may land in either order.
+    events = [visit(v, t) for v, t in vs]
+    events += [visit(v, t + rnd.randint(1, 9) / 60_000) for v, t in vs if rnd.random() < 0.5]
+    events.sort(key=lambda e: e.occurred_at)
+    for i in range(len(events) - 1):
+        close = events[i + 1].occurred_at - events[i].occurred_at < timedelta(milliseconds=10)
+        if close and rnd.random() < 0.5:
+            events[i], events[i + 1] = events[i + 1], events[i]
+    assert fold_heartbeat_events(HeartbeatState(), events).stats.num_visits == sessions_model(vs)
+
+
+@given(views, st.integers(0, 80))
+def test_visits_fold_the_same_in_any_batches(vs: list[tuple[str, float]], cut: int) -> None:
+    events = [visit(v, t) for v, t in vs]
+    whole = fold_heartbeat_events(HeartbeatState(), events)
+    first = fold_heartbeat_events(HeartbeatState(), events[:cut])
+    # A new batch starts from the rows the database holds: the visitors' latest visits.
+    split = fold_heartbeat_events(replace(first, visitors=dict(first.visitors)), events[cut:])
+    assert whole.stats == split.stats and whole.visitors == split.visitors
+
+
+def test_the_session_rule() -> None:
+    reloads = [visit("a", m * 0.5) for m in range(50)]  # 50 reloads over 25 minutes
+    assert fold_heartbeat_events(HeartbeatState(), reloads).stats.num_visits == 1
+    assert fold_heartbeat_events(HeartbeatState(), [visit("a", 0), visit("b", 1)]).stats.num_visits == 2
+    again = [visit("a", 0), visit("a", 30), visit("a", 61)]  # 30 is within; 61 is 31 after 30
+    assert fold_heartbeat_events(HeartbeatState(), again).stats.num_visits == 2
+    assert starts_visit(None, T0) and not starts_visit(T0, T0 + VISIT_SESSION)
+    assert starts_visit(T0, T0 + VISIT_SESSION + timedelta(microseconds=1))
+    assert not starts_visit(T0, T0 - timedelta(hours=2))  # an older copy arriving late
+    # Events from before visits were sessions (no visitor) each count, as they did.
+    legacy = [PageVisited(event_id="e", occurred_at=T0, path="/") for _ in range(3)]
+    assert fold_heartbeat_events(HeartbeatState(), legacy).stats.num_visits == 3
+
+
+def test_a_first_view_without_a_cookie_starts_the_session_of_the_cookie_it_was_given() -> None:
+    first = PageVisited(event_id="e", occurred_at=T0, path="/", visitor="f", cookie_visitor="c")
+    later = [visit("c", 10), visit("c", 40)]  # other gateways, which had not seen the first view
+    state = fold_heartbeat_events(HeartbeatState(), [first, *later])
+    assert state.stats.num_visits == 1 and state.visitors == {"f": T0, "c": T0 + timedelta(minutes=40)}
+    assert fold_heartbeat_events(state, [visit("c", 71)]).stats.num_visits == 2

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
+import pytest
 from aiohttp import web
 
-from services.gateway.ws import QUEUE_SIZE, StatsFeed
+from services.gateway.ws import QUEUE_SIZE, StatsFeed, origin_allowed
 
 
 class StuckSocket:
@@ -28,7 +29,7 @@ async def test_a_client_that_falls_behind_is_dropped_not_buffered() -> None:
         computed += 1
         return f'{{"tick": {computed}}}'
 
-    feed = StatsFeed(compute, interval=0.01)
+    feed = StatsFeed(compute, interval=0.01, max_clients=10)
     stuck = StuckSocket()
     healthy_queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
     stuck_queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
@@ -48,3 +49,26 @@ async def test_a_client_that_falls_behind_is_dropped_not_buffered() -> None:
     assert feed.clients == 1
     assert stuck_queue.qsize() == QUEUE_SIZE  # never more than the bound
     assert computed >= 6 and received[0] == '{"tick": 1}'
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        (None, "status.example.org", True),  # not a browser
+        ("http://status.example.org", "status.example.org", True),
+        ("https://status.example.org", "status.example.org", True),  # TLS ended at a proxy
+        ("https://status.example.org:443", "status.example.org", True),
+        ("http://localhost:8080", "localhost:8080", True),
+        ("HTTP://LocalHost:8080/", "localhost:8080", True),
+        ("http://localhost:8081", "localhost:8080", False),
+        ("https://evil.example", "status.example.org", False),
+        ("https://status.example.org.evil.example", "status.example.org", False),
+        ("null", "status.example.org", False),
+        ("file://", "status.example.org", False),
+        ("https://dashboard.example.org", "status.example.org", True),  # listed
+        ("https://dashboard.example.org:8443", "status.example.org", False),
+        ("http://status.example.org", None, False),
+    ],
+)
+def test_websocket_origins(origin: str | None, host: str | None, allowed: bool) -> None:
+    assert origin_allowed(origin, host, frozenset({"https://dashboard.example.org"})) is allowed
