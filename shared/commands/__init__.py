@@ -17,9 +17,10 @@ from shared.commands.heartbeat import (
     RegisterDevice,
 )
 from shared.commands.links import CreateLink, DeleteLink, LinksCommand, RecordLinkUsage, UpdateLink
+from shared.commands.metering import MeteringCommand
 
 # A new domain adds its union here.
-AnyCommand = HeartbeatCommand | LinksCommand
+AnyCommand = HeartbeatCommand | LinksCommand | MeteringCommand
 
 command_decoder = msgspec.json.Decoder(AnyCommand)
 reply_decoder = msgspec.json.Decoder(Reply)
