@@ -15,6 +15,8 @@ from nats.js.errors import NotFoundError
 
 from services.ingest.heartbeat import DEVICE_SUBJECTS, DeviceRegistry, fold_device_registry
 from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry
+from services.ingest.metering import REGISTRY_SUBJECTS as METERING_SUBJECTS
+from services.ingest.metering import MeteringRegistry, fold_metering_registry
 from services.ingest.rejected import Rejected
 from shared import metrics
 from shared.bus import (
@@ -97,6 +99,9 @@ class Ingest:
     )
     links: Folded[LinkRegistry] = field(
         default_factory=lambda: Folded(REGISTRY_SUBJECTS, fold_link_registry, LinkRegistry())
+    )
+    metering: Folded[MeteringRegistry] = field(
+        default_factory=lambda: Folded(METERING_SUBJECTS, fold_metering_registry, MeteringRegistry())
     )
 
     async def append(self, event: Event, msg_id: str, expect: Expectation | None = None) -> Appended:
