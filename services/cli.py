@@ -1,4 +1,4 @@
-"""``usagehub``: the admin command line (up, migrate, rebuild, schema)."""
+"""``usagehub``: the admin command line (up, migrate, rebuild, quarantine, schema, links)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,24 @@ async def _rebuild(settings: Settings, names: list[str]) -> None:
         await nc.close()
 
 
+async def _quarantine(settings: Settings) -> None:
+    """Print every quarantined event as a JSON line (without its bytes: their hash and size)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT projection, stream_seq, subject, reason, data_sha256, length(data) AS size"
+            " FROM projection_quarantine ORDER BY stream_seq, projection"
+        )
+    finally:
+        await conn.close()
+    for r in rows:
+        print(json.dumps(dict(r)))
+    if not rows:
+        print("no quarantined events", file=sys.stderr)
+
+
 async def _links_add(settings: Settings, name: str, url: str, description: str) -> int:
     """Create a link through ingest, as the gateway would; print it as JSON."""
     from nats.errors import NoRespondersError
@@ -96,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     rebuild = sub.add_parser("rebuild", help="drop read models and replay them from the event stream")
     rebuild.add_argument("projection", nargs="+", choices=[*sorted(PROJECTIONS), "all"])
+    sub.add_parser("quarantine", help="list events the projections set aside (see docs/operations.md)")
     schema = sub.add_parser("schema", help="print the JSON Schema of every event")
     schema.add_argument("--markdown", action="store_true", help="as docs/events.md")
     links = sub.add_parser("links", help="manage the Lighthouse link registry")
@@ -121,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
+        if args.command == "quarantine":
+            asyncio.run(_quarantine(_servers(settings)))
+            return 0
         if args.command == "migrate":
             asyncio.run(_migrate(_servers(settings)))
             return 0

@@ -122,6 +122,16 @@ def fold_metering_registry(registry: MeteringRegistry, event: Event, seq: int) -
     return registry
 
 
+def skip_metering_message(registry: MeteringRegistry, subject: str, seq: int) -> MeteringRegistry:
+    """A message on a registry subject that is no event: only its position counts."""
+    return replace(
+        registry,
+        last_seq=seq,
+        last_org_seq=seq if subject == ORG_CREATED_SUBJECT else registry.last_org_seq,
+        last_principal_seq=seq if subject == PRINCIPAL_ADDED_SUBJECT else registry.last_principal_seq,
+    )
+
+
 # --- validation -------------------------------------------------------------------------------
 
 
@@ -236,7 +246,6 @@ def create_org(cmd: CreateOrg, registry: MeteringRegistry, *, event_id: str, at:
     return OrgCreated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         org_id=org_id,
         name=valid_name(cmd.name),
@@ -257,7 +266,6 @@ def issue_api_key(
     return ApiKeyIssued(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         key_id=key_id,
         org_id=cmd.org_id,
@@ -279,7 +287,6 @@ def revoke_api_key(
     return ApiKeyRevoked(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         key_id=cmd.key_id,
     )
@@ -294,7 +301,6 @@ def add_principal(
     return PrincipalAdded(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         principal_id=principal_id,
         super_ops=cmd.super_ops,
@@ -310,7 +316,6 @@ def start_session(
     return SessionStarted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         session_hash=valid_hash(cmd.session_hash, "session_hash"),
         key_id=key.key_id,
@@ -343,7 +348,6 @@ def count_api_calls(
     return ApiCallsCounted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         counts=_counted(registry, cmd.counts, at),
         source="gateway",
@@ -366,7 +370,6 @@ def record_api_call(
     return ApiCallsCounted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         counts=counts,
         source=source,

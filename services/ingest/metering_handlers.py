@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from services.ingest.context import Ingest, msg_id_for
+from services.ingest.idempotency import ADMIN, IdempotencyKey, idempotency_key
 from services.ingest.metering import (
     ORG_CREATED_SUBJECT,
     PRINCIPAL_ADDED_SUBJECT,
@@ -21,10 +22,12 @@ from services.ingest.metering import (
     add_principal,
     count_api_calls,
     create_org,
+    existing_org,
     issue_api_key,
     record_api_call,
     revoke_api_key,
     start_session,
+    valid_caller_id,
 )
 from services.ingest.rejected import Rejected
 from shared.bus import Appended, Expectation
@@ -41,23 +44,38 @@ from shared.commands.metering import (
 from shared.events import Event, new_event_id, now
 from shared.events.metering import ApiCallsCounted, ApiKeyIssued, OrgCreated, PrincipalAdded, SessionStarted
 
-# Intake messages carry no publisher name yet: every one is the generic publisher's.
-INTAKE_SOURCE = "intake"
+# Whose flushes CountApiCalls are: the gateways' (each flush key names its gateway instance).
+GATEWAY = "gateway"
+API_CALLS = "api_calls"
 
 
 def new_key_id() -> str:
     return "key_" + secrets.token_hex(8)
 
 
+async def _known(ingest: Ingest, check: Callable[[MeteringRegistry], object]) -> None:
+    """``check`` against the registry, looking at the stream once more before refusing: another
+    replica may have just created what it looks for. Done before any replay of an idempotency key."""
+    try:
+        check(ingest.metering.state)
+    except Rejected as exc:
+        if exc.status != 404:
+            raise
+        await ingest.metering.catch_up(ingest.js)
+        check(ingest.metering.state)
+
+
 async def _decide_and_append(
     ingest: Ingest,
     decide: Callable[[MeteringRegistry], Event],
     msg_id: str,
+    key: IdempotencyKey | None,
     *,
     maybe_news: Iterable[int] = (404,),
 ) -> tuple[Event, Appended]:
     """Decide against the registry and append with no expectation (nothing it checks can be undone);
-    a refusal in ``maybe_news`` (an org another replica created a moment ago) catches up once first."""
+    a refusal in ``maybe_news`` (an org another replica created a moment ago) catches up once first.
+    A duplicate append answers the first event (422 if the key was used for another request)."""
     try:
         event = decide(ingest.metering.state)
     except Rejected as exc:
@@ -65,7 +83,8 @@ async def _decide_and_append(
             raise
         await ingest.metering.catch_up(ingest.js)
         event = decide(ingest.metering.state)
-    return event, await ingest.append(event, msg_id)
+    appended = await ingest.append(event, msg_id, key=key)
+    return await ingest.original(appended, event, key), appended
 
 
 async def _new_id(
@@ -73,14 +92,15 @@ async def _new_id(
     decide: Callable[[MeteringRegistry], Event],
     expect: Callable[[MeteringRegistry], Expectation],
     msg_id: str,
+    key: IdempotencyKey | None,
 ) -> tuple[Event, Appended]:
     """A new org or principal: appended only if no other one was created since the registry was read."""
     async with ingest.metering.changes:
         event, appended = await ingest.decide_and_append(
-            ingest.metering, decide, expect, msg_id, maybe_news=[404]
+            ingest.metering, decide, expect, msg_id, key=key, maybe_news=[404]
         )
         await ingest.metering.catch_up(ingest.js)
-    return await ingest.original(appended, event), appended
+    return await ingest.original(appended, event, key), appended
 
 
 def org_result(event: OrgCreated) -> dict[str, Any]:
@@ -94,14 +114,18 @@ def org_result(event: OrgCreated) -> dict[str, Any]:
 
 
 async def handle_create_org(ingest: Ingest, cmd: CreateOrg) -> Reply:
-    earlier = await ingest.earlier_outcome(cmd.idempotency_key)
+    if cmd.parent_id is not None:
+        await _known(ingest, lambda registry: existing_org(registry, str(cmd.parent_id)))
+    key = idempotency_key(cmd, ADMIN, "orgs" if cmd.parent_id is None else f"org:{cmd.parent_id}")
+    earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, OrgCreated):
         return Reply(status=201, result=org_result(earlier))
     event, appended = await _new_id(
         ingest,
         lambda registry: create_org(cmd, registry, event_id=new_event_id(), at=now()),
         lambda registry: Expectation(ORG_CREATED_SUBJECT, registry.last_org_seq),
-        msg_id_for(cmd),
+        msg_id_for(cmd, key),
+        key,
     )
     assert isinstance(event, OrgCreated)
     return Reply(status=201, seq=appended.seq, result=org_result(event))
@@ -113,20 +137,23 @@ def principal_result(event: PrincipalAdded) -> dict[str, Any]:
 
 
 async def handle_add_principal(ingest: Ingest, cmd: AddPrincipal) -> Reply:
-    earlier = await ingest.earlier_outcome(cmd.idempotency_key)
+    key = idempotency_key(cmd, ADMIN, "principals")
+    earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, PrincipalAdded):
         return Reply(status=201, result=principal_result(earlier))
     event, appended = await _new_id(
         ingest,
         lambda registry: add_principal(cmd, registry, event_id=new_event_id(), at=now()),
         lambda registry: Expectation(PRINCIPAL_ADDED_SUBJECT, registry.last_principal_seq),
-        msg_id_for(cmd),
+        msg_id_for(cmd, key),
+        key,
     )
     assert isinstance(event, PrincipalAdded)
     return Reply(status=201, seq=appended.seq, result=principal_result(event))
 
 
 def key_result(event: ApiKeyIssued) -> dict[str, Any]:
+    # The gateway adds the plaintext key it made: it never crossed the bus.
     return {
         "id": event.key_id,
         "org": event.org_id,
@@ -137,52 +164,54 @@ def key_result(event: ApiKeyIssued) -> dict[str, Any]:
 
 
 async def handle_issue_api_key(ingest: Ingest, cmd: IssueApiKey) -> Reply:
-    """A retry (same Idempotency-Key) answers the same key id with the retry's new secret: the first
-    answer, and the secret in it, may never have arrived, so that secret stops working."""
-    earlier = await ingest.earlier_outcome(cmd.idempotency_key)
-    key_id = earlier.key_id if isinstance(earlier, ApiKeyIssued) else new_key_id()
-    # A replacement is a new append: JetStream would drop it as a duplicate of the first.
-    msg_id = f"IssueApiKey:{new_event_id()}" if earlier is not None else msg_id_for(cmd)
-    event, appended = await _decide_and_append(
-        ingest,
-        lambda registry: issue_api_key(cmd, registry, key_id=key_id, event_id=new_event_id(), at=now()),
-        msg_id,
-    )
-    if appended.duplicate:  # retried within JetStream's window: replace the first secret, as above
-        first = await ingest.event_at(appended.seq)
-        assert isinstance(first, ApiKeyIssued)
-        replaced = issue_api_key(
-            cmd, ingest.metering.state, key_id=first.key_id, event_id=new_event_id(), at=now()
-        )
-        event, appended = replaced, await ingest.append(replaced, f"IssueApiKey:{new_event_id()}")
-    await ingest.metering.catch_up(ingest.js)
+    """A retry (same Idempotency-Key) answers the same key id with the secret the retry brought: the
+    first answer, and the secret in it, may never have arrived, so that secret stops working."""
+    await _known(ingest, lambda registry: existing_org(registry, cmd.org_id))
+    key = idempotency_key(cmd, ADMIN, f"org:{cmd.org_id}")
+
+    def issue(key_id: str) -> Callable[[MeteringRegistry], Event]:
+        return lambda registry: issue_api_key(cmd, registry, key_id=key_id, event_id=new_event_id(), at=now())
+
+    earlier = await ingest.earlier_outcome(key)
+    if isinstance(earlier, ApiKeyIssued):
+        # The replacement is an append of its own: under the scoped key it would be a duplicate.
+        event, appended = await _decide_and_append(ingest, issue(earlier.key_id), msg_id_for(cmd, None), None)
+    else:
+        event, appended = await _decide_and_append(ingest, issue(new_key_id()), msg_id_for(cmd, key), key)
+        assert isinstance(event, ApiKeyIssued)
+        if event.key_hash != cmd.key_hash:  # a retry inside JetStream's duplicate window
+            event, appended = await _decide_and_append(
+                ingest, issue(event.key_id), msg_id_for(cmd, None), None
+            )
     assert isinstance(event, ApiKeyIssued)
+    await ingest.metering.catch_up(ingest.js)
     return Reply(status=201, seq=appended.seq, result=key_result(event))
 
 
 async def handle_revoke_api_key(ingest: Ingest, cmd: RevokeApiKey) -> Reply:
-    def decide(registry: MeteringRegistry) -> Event | None:
-        return revoke_api_key(cmd, registry, event_id=new_event_id(), at=now())
+    """Revoking twice is one revocation: the second finds the key revoked and records nothing."""
 
-    try:
-        decided = decide(ingest.metering.state)
-    except Rejected as exc:
-        if exc.status != 404:
-            raise
-        await ingest.metering.catch_up(ingest.js)  # issued a moment ago through another replica?
-        decided = decide(ingest.metering.state)
-    if decided is None:  # revoked already: nothing new to record
+    def known_key(registry: MeteringRegistry) -> None:
+        if cmd.key_id not in registry.keys:
+            raise Rejected(404, f"API key {cmd.key_id} does not exist")
+
+    await _known(ingest, known_key)
+    key = idempotency_key(cmd, ADMIN, f"key:{cmd.key_id}")
+    decided = revoke_api_key(cmd, ingest.metering.state, event_id=new_event_id(), at=now())
+    if decided is None:
         return Reply(status=204)
-    appended = await ingest.append(decided, msg_id_for(cmd))
+    appended = await ingest.append(decided, msg_id_for(cmd, key), key=key)
     await ingest.metering.catch_up(ingest.js)
     return Reply(status=204, seq=appended.seq)
 
 
 async def handle_start_session(ingest: Ingest, cmd: StartSession) -> Reply:
+    # Every session is new: the gateway sends no key, so each gets a message id of its own.
     event, appended = await _decide_and_append(
         ingest,
         lambda registry: start_session(cmd, registry, event_id=new_event_id(), at=now()),
-        f"StartSession:{new_event_id()}",
+        msg_id_for(cmd, None),
+        None,
         maybe_news=[401],
     )
     assert isinstance(event, SessionStarted)
@@ -192,31 +221,33 @@ async def handle_start_session(ingest: Ingest, cmd: StartSession) -> Reply:
 
 async def handle_count_api_calls(ingest: Ingest, cmd: CountApiCalls) -> Reply:
     """A gateway's flush: its key is the flush's own, so a flush retried after a timeout counts once."""
-    if isinstance(await ingest.earlier_outcome(cmd.idempotency_key), ApiCallsCounted):
+    key = idempotency_key(cmd, GATEWAY, API_CALLS)
+    if isinstance(await ingest.earlier_outcome(key), ApiCallsCounted):
         return Reply(status=200)
     _, appended = await _decide_and_append(
         ingest,
         lambda registry: count_api_calls(cmd, registry, event_id=new_event_id(), at=now()),
-        msg_id_for(cmd),
+        msg_id_for(cmd, key),
+        key,
     )
     return Reply(status=200, seq=appended.seq)
 
 
-def intake_key(cmd: RecordApiCall, source: str) -> str:
-    """The publisher's own ``id``, in the publisher's namespace: never the message's transport id."""
-    return f"RecordApiCall:{source}:{cmd.id}"
-
-
 async def handle_record_api_call(ingest: Ingest, cmd: RecordApiCall) -> Reply:
-    cmd = msgspec.structs.replace(cmd, idempotency_key=intake_key(cmd, INTAKE_SOURCE))
-    if isinstance(await ingest.earlier_outcome(cmd.idempotency_key), ApiCallsCounted):
+    """Calls another service published. Their own ``id`` is the key, in the publisher's namespace
+    (the origin names it), not the message's transport id: republishing an id is the same calls,
+    and the same id with other calls is refused (422)."""
+    publisher = cmd.origin.removeprefix("intake:")
+    await _known(ingest, lambda registry: existing_org(registry, cmd.org))
+    valid_caller_id(cmd.id)
+    key = idempotency_key(msgspec.structs.replace(cmd, idempotency_key=cmd.id), publisher, API_CALLS)
+    if isinstance(await ingest.earlier_outcome(key), ApiCallsCounted):
         return Reply(status=200)
     _, appended = await _decide_and_append(
         ingest,
-        lambda registry: record_api_call(
-            cmd, registry, source=INTAKE_SOURCE, event_id=new_event_id(), at=now()
-        ),
-        msg_id_for(cmd),
+        lambda registry: record_api_call(cmd, registry, source=publisher, event_id=new_event_id(), at=now()),
+        msg_id_for(cmd, key),
+        key,
     )
     return Reply(status=200, seq=appended.seq)
 

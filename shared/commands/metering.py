@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 import msgspec
 
@@ -17,6 +18,8 @@ class CreateOrg(Command, tag="CreateOrg", frozen=True):
 
 
 class IssueApiKey(Command, tag="IssueApiKey", frozen=True):
+    UNFINGERPRINTED: ClassVar[frozenset[str]] = frozenset({"key_hash"})
+
     org_id: str
     # The key is made by the gateway (or the CLI), which sends only its hash.
     key_hash: str
@@ -34,6 +37,8 @@ class AddPrincipal(Command, tag="AddPrincipal", frozen=True):
 
 
 class StartSession(Command, tag="StartSession", frozen=True):
+    UNFINGERPRINTED: ClassVar[frozenset[str]] = frozenset({"key_hash", "session_hash"})
+
     # Hashes only: the key was hashed at the edge, and the session id is made there.
     key_hash: str
     session_hash: str
@@ -55,8 +60,8 @@ class CountApiCalls(Command, tag="CountApiCalls", frozen=True):
 
 
 class RecordApiCall(Command, tag="RecordApiCall", frozen=True):
-    """What another service publishes on ``usagehub.ingest.metering``: ``id`` is its own, and a repeat
-    of it is the same calls."""
+    """What another service publishes on ``usagehub.ingest.metering[.<publisher>]``: ``id`` is the
+    publisher's own, and a repeat of it (by the same publisher) is the same calls."""
 
     org: str
     service: str
