@@ -12,6 +12,7 @@ from services.gateway import keys
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
 from services.gateway.links_routes import setup_links_routes
+from services.gateway.metering_routes import setup_metering_routes
 from services.gateway.middleware import error_middleware, metrics_middleware, request_id_middleware
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
@@ -24,6 +25,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     setup_health_routes(app)
     setup_heartbeat_routes(app, settings.device_routes_enabled)
     setup_links_routes(app, settings)
+    setup_metering_routes(app, settings)
 
 
 async def _nats(app: web.Application) -> AsyncIterator[None]:
