@@ -8,6 +8,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 Series = Literal["hour", "day"]
@@ -218,25 +219,33 @@ def day_start(day: date, zone: zoneinfo.ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
 
 
+@lru_cache(maxsize=16_384)
+def _day_bucket(day: date, zone: zoneinfo.ZoneInfo) -> tuple[datetime, str]:
+    """A local date's first instant and its label; a year of days is asked for again and again."""
+    start = day_start(day, zone)
+    return start, start.astimezone(zone).isoformat()
+
+
 def day_buckets(start: datetime, end: datetime, zone: zoneinfo.ZoneInfo) -> Buckets:
     """Local days of ``zone`` that overlap ``[start, end)``: 23 or 25 hours long on DST days, and none
     for a date the zone skipped (Samoa's 30 December 2011)."""
     day = start.astimezone(zone).date()
-    current = day_start(day, zone)
+    current, label = _day_bucket(day, zone)
     days: list[date] = []
     starts: list[datetime] = []
+    labels: list[str] = []
     while current < end:
         following = day + timedelta(days=1)
-        next_start = day_start(following, zone)
+        next_start, next_label = _day_bucket(following, zone)
         if next_start > current:
             if len(days) == MAX_BUCKETS:
                 raise _too_many()
             days.append(day)
             starts.append(current)
-            current = next_start
+            labels.append(label)
+            current, label = next_start, next_label
         day = following
-    labels = tuple(s.astimezone(zone).isoformat() for s in starts)
-    return Buckets(tuple(starts), current, labels, tuple(days))
+    return Buckets(tuple(starts), current, tuple(labels), tuple(days))
 
 
 def buckets_for(query: HistoryQuery, zone: zoneinfo.ZoneInfo) -> Buckets:
@@ -276,6 +285,12 @@ def _roots(scope: Sequence[OrgInfo]) -> list[OrgInfo]:
     return [o for o in scope if len(o.ancestors) < 2 or o.ancestors[-2] not in ids]
 
 
+def needs_scope(query: HistoryQuery) -> bool:
+    """Whether answering needs the list of orgs in scope. A day series of the caller's own org, or of
+    its whole subtree, reads the caller's own pre-summed rows: no list needed."""
+    return query.by_org or query.show_all or (query.include_sub_orgs and query.series == "hour")
+
+
 def plan_reads(scope: Sequence[OrgInfo], zone: str, query: HistoryQuery) -> Plan:
     """Which counters give ``scope``'s calls in day or hour buckets of ``zone``, reading the fewest rows.
 
@@ -312,11 +327,15 @@ class Counters:
     cells: dict[tuple[str | None, str], list[int]] = field(default_factory=dict)
 
     def add(self, org_id: str, service: str, index: int, calls: int) -> None:
+        self.add_series(org_id, service, (index,), (calls,))
+
+    def add_series(self, org_id: str, service: str, indexes: Sequence[int], calls: Sequence[int]) -> None:
         key = (org_id if self.by_org else None, service)
         row = self.cells.get(key)
         if row is None:
             row = self.cells[key] = [0] * self.size
-        row[index] += calls
+        for i, n in zip(indexes, calls, strict=True):
+            row[i] += n
 
 
 def history_answer(buckets: Buckets, counters: Counters, orgs: Iterable[str] = ()) -> dict[str, Any]:

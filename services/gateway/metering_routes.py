@@ -19,8 +19,10 @@ from services.gateway.errors import http_error
 from services.gateway.metering_history import (
     MAX_ORG_CELLS,
     HistoryError,
+    OrgInfo,
     buckets_for,
     history_answer,
+    needs_scope,
     params_from_query,
     parse_history,
     plan_reads,
@@ -143,9 +145,12 @@ async def run_history(request: web.Request, caller: Caller, params: dict[str, An
     zone = zoneinfo.ZoneInfo(caller.time_zone)
     buckets = buckets_for(query, zone)
     async with _snapshot(request) as conn:
-        scope = await metering_read.scope(
-            conn, caller, include_sub_orgs=query.include_sub_orgs, show_all=query.show_all
-        )
+        if needs_scope(query):
+            scope = await metering_read.scope(
+                conn, caller, include_sub_orgs=query.include_sub_orgs, show_all=query.show_all
+            )
+        else:  # the caller's org stands for its subtree in a day series (its zone is the one asked for)
+            scope = [OrgInfo(caller.org_id, caller.time_zone, (caller.org_id,))]
         if query.by_org and len(scope) * len(buckets.starts) > MAX_ORG_CELLS:
             raise HistoryError(
                 400,

@@ -21,6 +21,7 @@ from services.gateway.metering_history import (
     day_buckets,
     history_answer,
     hour_buckets,
+    needs_scope,
     params_from_query,
     parse_history,
     plan_reads,
@@ -308,6 +309,15 @@ def test_plans_read_pre_summed_days_where_they_fit() -> None:
     assert plan_reads(subtree, "America/New_York", by_org) == Plan(days=("acme", "acme-eu", "acme-us"))
     hourly = HistoryQuery(DAY.start, DAY.end, "hour", include_sub_orgs=True)
     assert plan_reads(subtree, "America/New_York", hourly) == Plan(quarters=("acme", "acme-eu", "acme-us"))
+    # Only these need the list of orgs: a day series of the caller's org or subtree reads its own rows.
+    assert [needs_scope(q) for q in (DAY, include, everything, by_org, hourly)] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert plan_reads(TREE[:1], "America/New_York", include) == Plan(subtree_days=("acme",))
 
 
 def test_the_answer_is_zero_filled_and_total_is_the_sum() -> None:
