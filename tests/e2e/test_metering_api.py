@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from services.gateway import keys
 from services.gateway.app import init_app
@@ -77,11 +79,12 @@ async def agreeing(client: Client, params: dict[str, Any], key: str) -> Any:
     return reply["params"]
 
 
-async def append_calls(client: Client, calls: list[tuple[str, str, datetime, int]]) -> None:
+async def append_calls(client: Client, nc: NATS, calls: list[tuple[str, str, datetime, int]]) -> None:
     """Counted calls appended straight to the event log (as if counted at their time), then projected:
-    tests can place calls on any day, which ingest's time bounds would refuse today."""
+    tests can place calls on any day, which ingest's time bounds would refuse today. ``nc`` may
+    append events (only ingest, and the tests' superuser, may)."""
     entries = tuple(ApiCallCount(org_id=o, service=s, at=at, count=n) for o, s, at, n in calls)
-    async with Appender(client.app[keys.NATS]) as appender:
+    async with Appender(nc) as appender:
         appended = await appender.append(
             ApiCallsCounted(event_id=new_event_id(), occurred_at=now(), counts=entries), new_event_id()
         )
@@ -196,11 +199,13 @@ async def test_admin_routes_do_not_exist_without_a_secret_key(services: Services
 # --- TR50 -------------------------------------------------------------------------------------
 
 
-async def test_the_seeds_two_request_shapes(client: Client) -> None:
+async def test_the_seeds_two_request_shapes(client: Client, nats_client: NATS) -> None:
     await org(client, "acme")
     key = await new_key(client, "acme")
     at = datetime(2014, 3, 27, 14, 5, tzinfo=UTC)
-    await append_calls(client, [("acme", "usage", at, 4), ("acme", "usage", at + timedelta(hours=3), 1)])
+    await append_calls(
+        client, nats_client, [("acme", "usage", at, 4), ("acme", "usage", at + timedelta(hours=3), 1)]
+    )
     definite = {
         "includeSubOrgs": False,
         "showAll": False,
@@ -349,7 +354,9 @@ async def test_every_bad_parameter_is_an_error_reply_naming_the_problem(client: 
         assert (await client.get("/api/usage/history?last=1h", headers=headers)).status == status
 
 
-async def test_counters_roll_up_sub_orgs_and_show_all_needs_super_ops(client: Client) -> None:
+async def test_counters_roll_up_sub_orgs_and_show_all_needs_super_ops(
+    client: Client, nats_client: NATS
+) -> None:
     # acme (New York) > acme-us (New York), acme-eu (Paris) > acme-fr (Paris); globex is another tree.
     await org(client, "acme")
     await org(client, "acme-us", NEW_YORK, "acme")
@@ -433,7 +440,7 @@ async def test_counters_roll_up_sub_orgs_and_show_all_needs_super_ops(client: Cl
     }
 
 
-async def test_dst_days_count_23_and_25_hours(client: Client) -> None:
+async def test_dst_days_count_23_and_25_hours(client: Client, nats_client: NATS) -> None:
     await org(client, "acme")
     await org(client, "acme-eu", "Europe/Paris", "acme")
     key = await new_key(client, "acme")
@@ -442,7 +449,7 @@ async def test_dst_days_count_23_and_25_hours(client: Client) -> None:
         # One call every UTC hour from 00:00 New York time for 26 hours, by acme and by acme-eu.
         calls += [("acme", "tr50", day + timedelta(hours=h, minutes=30), 1) for h in range(26)]
         calls += [("acme-eu", "tr50", day + timedelta(hours=h, minutes=30), 1) for h in range(26)]
-    await append_calls(client, calls)
+    await append_calls(client, nats_client, calls)
     for start, end, lengths in (
         ("2024-03-10T00:00:00-05:00", "2024-03-11T00:00:00-04:00", [23]),
         ("2024-11-03T00:00:00-04:00", "2024-11-04T00:00:00-05:00", [25]),
@@ -518,7 +525,7 @@ async def test_the_gateway_counts_its_own_calls_per_org_and_service(client: Clie
 
 
 async def test_keys_and_session_ids_never_reach_the_event_log_or_the_logs(
-    client: Client, capfd: pytest.CaptureFixture[str]
+    client: Client, js: JetStreamContext, capfd: pytest.CaptureFixture[str]
 ) -> None:
     from shared.bus import EVENTS_STREAM
     from tests.integration.helpers import raw_stream_bytes
@@ -529,7 +536,7 @@ async def test_keys_and_session_ids_never_reach_the_event_log_or_the_logs(
     session = reply["a"]["params"]["sessionId"]
     assert (await client.get("/api/stats", headers={"X-Session-Id": session})).status == 200
     await tr50(client, {"a": {"command": "api.authenticate", "params": {"key": key + "x"}}})
-    stored = await raw_stream_bytes(client.app[keys.NATS].jetstream(), EVENTS_STREAM, "usagehub.events.>")
+    stored = await raw_stream_bytes(js, EVENTS_STREAM, "usagehub.events.>")
     assert b"SessionStarted" in stored and b"ApiKeyIssued" in stored
     logs = capfd.readouterr()
     for secret in (key, session):
@@ -541,7 +548,7 @@ async def test_cli_orgs_keys_and_principals(client: Client) -> None:
     settings = client.app[keys.SETTINGS]
 
     async def usagehub(*args: str) -> tuple[int, Any, str]:
-        code, out, err = await run_usagehub(*args, nats_url=settings.nats_url)
+        code, out, err = await run_usagehub(*args, settings=settings)  # the gateway's user sends commands
         return code, json.loads(out) if code == 0 else out, err
 
     code, made, err = await usagehub("orgs", "add", "acme", "--name", "Acme", "--time-zone", NEW_YORK)

@@ -14,6 +14,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from services.gateway import keys
 from services.local.servers import free_port
@@ -32,7 +34,8 @@ ORGS = ("acme", "acme-eu", "globex")
 
 
 def start(module: str, settings: Settings, **env: str) -> asyncio.subprocess.Process:
-    environment = service_env(settings.nats_url, settings.database_url, USAGEHUB_METRICS_PORT="0", **env)
+    """A usagehub service as a process, as the NATS user of ``settings``."""
+    environment = service_env(settings, USAGEHUB_METRICS_PORT="0", **env)
     return asyncio.create_subprocess_exec(  # type: ignore[return-value]
         sys.executable,
         "-m",
@@ -61,13 +64,15 @@ async def counters(conn: asyncpg.Connection) -> Counter[tuple[str, datetime, str
     return Counter({(r["org_id"], r["bucket"], r["service"]): r["calls"] for r in rows})
 
 
-async def test_counters_are_exact_across_a_projector_crash(client: Client, services: Services) -> None:
+async def test_counters_are_exact_across_a_projector_crash(
+    client: Client, services: Services, nats_client: NATS, js: JetStreamContext
+) -> None:
     await make_orgs(client)
     await services.stop_service("projector")  # this test runs its projector as a real process
-    settings = client.app[keys.SETTINGS]
+    settings = services.settings_for("projector")
     expected: Counter[tuple[str, datetime, str]] = Counter()
     start_at = now() - timedelta(days=2)
-    async with Appender(client.app[keys.NATS]) as appender:
+    async with Appender(nats_client) as appender:  # only ingest, and the tests' superuser, append
 
         async def append(i: int) -> None:
             at = start_at + timedelta(seconds=7 * i)
@@ -81,7 +86,6 @@ async def test_counters_are_exact_across_a_projector_crash(client: Client, servi
 
         for first in range(0, EVENTS, 1000):
             await asyncio.gather(*(append(i) for i in range(first, first + 1000)))
-    js = client.app[keys.NATS].jetstream()
     last = await last_sequence(js, "usagehub.events.metering.api_calls_counted")
     conn = await asyncpg.connect(settings.database_url)
     projector = await start("services.projector", settings)
