@@ -368,6 +368,7 @@ async def test_counters_roll_up_sub_orgs_and_show_all_needs_super_ops(
     day = datetime(2024, 5, 6, tzinfo=UTC)
     await append_calls(
         client,
+        nats_client,
         [
             ("acme", "heartbeat", day + timedelta(hours=13), 1),
             ("acme-us", "heartbeat", day + timedelta(hours=14), 2),
