@@ -44,6 +44,7 @@ MAX_COMMANDS = 50
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
 DEFAULT_SESSION_TTL = 3600
+MAX_SESSION_TTL = 86_400
 TALLY = web.AppKey("metering_tally", ApiCallTally)
 # The API family of each gateway routes module (``<domain>_routes.py``): the service calls count under.
 FAMILIES = {
@@ -199,8 +200,8 @@ async def authenticate(request: web.Request, params: dict[str, Any]) -> tuple[di
     key, ttl = params.get("key"), params.get("ttl", DEFAULT_SESSION_TTL)
     if not isinstance(key, str) or not _CREDENTIAL.match(key):
         return tr50_error(400, "key must be the org's API key"), None
-    if not isinstance(ttl, int) or isinstance(ttl, bool):
-        return tr50_error(400, "ttl must be a whole number of seconds"), None
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_SESSION_TTL:
+        return tr50_error(400, f"ttl must be a whole number of seconds from 1 to {MAX_SESSION_TTL}"), None
     session_id = new_token()
     cmd = StartSession(key_hash=hash_token(key), session_hash=hash_token(session_id), ttl=ttl)
     try:

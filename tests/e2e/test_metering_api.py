@@ -295,6 +295,8 @@ async def test_sessions_authenticate_work_expire_and_end_with_their_key(client: 
         {"key": "wrong"},
         {"key": key, "ttl": 0},
         {"key": key, "ttl": "1"},
+        {"key": key, "ttl": 86_401},
+        {"key": key, "ttl": 10**30},
         {},
         {"key": key, "user": "x"},
     ):
