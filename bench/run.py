@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -341,6 +342,132 @@ def media_usage(base: str, nats: Server, database_url: str, rounds: int, n: int,
         "writes_per_s_nats": median_of(
             rounds, lambda: _media_nats_rate(nats, database_url, n, f"nats-{next(writes)}")
         ),
+async def metering_figures(base: str, nats: Server, database_url: str, events: int) -> dict[str, Any]:
+    """``events`` counted-call events over a year for an org with 20 sub-orgs: how fast the api_calls
+    projection folds them (live, and rebuilt from the stream), and how fast a year of daily history
+    for the whole tree answers over HTTP (p50/p99 of sequential requests)."""
+    import random
+    from datetime import timedelta
+
+    import asyncpg
+
+    from services.projector.api_calls import apply_api_calls
+    from services.projector.projections import PROJECTIONS
+    from services.projector.rebuild import rebuild
+    from shared.bus import read_stream
+    from shared.events import decode_event
+    from shared.events.metering import ApiCallCount, ApiCallsCounted
+
+    admin = {"Authorization": SECRET}
+    zones = ["America/New_York", "Europe/Paris", "Asia/Kolkata", "America/Los_Angeles"]
+    orgs = ["tree", *(f"tree-{i:02d}" for i in range(20))]
+    async with aiohttp.ClientSession(base) as http:
+        for i, org in enumerate(orgs):
+            # Sub-orgs hang two levels deep: tree > tree-00..04 > the rest.
+            parent = None if i == 0 else ("tree" if i <= 5 else f"tree-{(i - 6) % 5:02d}")
+            body = {"id": org, "name": org, "time_zone": zones[i % len(zones)], "parent": parent}
+            async with http.post("/api/orgs", json=body, headers=admin) as r:
+                assert r.status == 201, await r.text()
+        async with http.post("/api/orgs/tree/keys", json={}, headers=admin) as r:
+            key = (await r.json())["key"]
+
+    services = ["heartbeat", "lighthouse", "media-usage", "stackalytics", "tr50"]
+    year_ago = now() - timedelta(days=365)
+    rnd = random.Random(11)
+    # Appending events is ingest's right; reading them back for a rebuild, the projector's.
+    nc = await connect(as_user(nats, "ingest"), "bench-metering")
+    reader = await connect(as_user(nats, "projector"), "bench-metering-rebuild")
+    conn = await asyncpg.connect(database_url)
+    try:
+        js = reader.jetstream()
+        started = time.perf_counter()
+        last = 0
+        # A year of calls in the order they happened, as the log holds them.
+        offsets = sorted(rnd.randrange(365 * 86_400) for _ in range(events))
+        async with Appender(nc) as appender:
+
+            async def append_one(offset: int) -> None:
+                nonlocal last
+                at = year_ago + timedelta(seconds=offset)
+                entry = ApiCallCount(org_id=rnd.choice(orgs), service=rnd.choice(services), at=at, count=1)
+                event = ApiCallsCounted(event_id=new_event_id(), occurred_at=now(), counts=(entry,))
+                last = max(last, (await appender.append(event, event.event_id)).seq)
+
+            for first in range(0, events, 2000):
+                await asyncio.gather(*(append_one(o) for o in offsets[first : first + 2000]))
+        appended = time.perf_counter() - started
+        for _ in range(36_000):  # at most an hour
+            position = await conn.fetchval(
+                "SELECT position FROM projection_checkpoints WHERE projection = 'api_calls'"
+            )
+            if int(position or 0) >= last:
+                break
+            await asyncio.sleep(0.1)
+        live = time.perf_counter() - started
+        # The fold and upserts alone, on events already read: the rest is the shared read path.
+        sample: list[tuple[int, Any]] = []
+        async with contextlib.aclosing(read_stream(js, PROJECTIONS["api_calls"].filters)) as stream:
+            async for batch in stream:
+                sample += [(d.seq, decode_event(d.data)) for d in batch]
+                if len(sample) >= min(events, 200_000):
+                    break
+        applying = conn.transaction()
+        await applying.start()
+        try:
+            await conn.execute("TRUNCATE " + ", ".join(PROJECTIONS["api_calls"].tables))
+            applied_at = time.perf_counter()
+            for first in range(0, len(sample), 1000):
+                await apply_api_calls(conn, sample[first : first + 1000])
+            applied = time.perf_counter() - applied_at
+        finally:
+            await applying.rollback()  # the tables as the projector left them
+        started = time.perf_counter()
+        await rebuild(conn, js, PROJECTIONS["api_calls"])
+        rebuilt = time.perf_counter() - started
+        rows = int(await conn.fetchval("SELECT count(*) FROM api_call_counts"))
+    finally:
+        await conn.close()
+        await reader.close()
+        await nc.close()
+
+    query = {
+        "start": year_ago.isoformat(),
+        "end": now().isoformat(),
+        "series": "day",
+        "includeSubOrgs": "true",
+    }
+    latencies: dict[str, list[float]] = {"include_sub_orgs": [], "dimension_org": []}
+    async with aiohttp.ClientSession(base, headers={"X-Api-Key": key}) as http:
+        for name, params in (("include_sub_orgs", query), ("dimension_org", {**query, "dimension": "org"})):
+            for i in range(220):
+                t = time.perf_counter()
+                async with http.get("/api/usage/history", params=params) as r:
+                    body = await r.json()
+                    assert r.status == 200 and len(body["ts"]) >= 365, body
+                if i >= 20:  # the first ones warm caches and connections
+                    latencies[name].append((time.perf_counter() - t) * 1000)
+
+    def percentiles(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {
+            "p50_ms": round(statistics.median(ordered), 2),
+            "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1], 2),
+            "requests": len(ordered),
+        }
+
+    return {
+        "events": events,
+        "orgs": len(orgs),
+        "quarter_hour_counter_rows": rows,
+        "appended_seconds": round(appended, 1),
+        "projected_live_seconds": round(live, 1),
+        "projected_live_events_per_s": round(events / live, 1),
+        "apply_only_events": len(sample),
+        "apply_only_events_per_s": round(len(sample) / applied, 1),
+        "rebuild_seconds": round(rebuilt, 1),
+        "rebuild_events_per_s": round(events / rebuilt, 1),
+        "year_of_daily_history_with_20_sub_orgs": percentiles(latencies["include_sub_orgs"]),
+        "year_of_daily_history_by_org": percentiles(latencies["dimension_org"]),
     }
 
 
@@ -355,6 +482,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--metering-events", type=int, default=1_000_000)
     args = parser.parse_args()
     n, c = args.requests, args.concurrency
     results: dict[str, Any] = {
@@ -394,6 +522,10 @@ def main() -> None:
             )
             results["media_usage"] = media_usage(base, nats, database_url, args.rounds, n, c)
             results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats, database_url))
+            # After the catch-up rates: its rebuild of every projection should not replay these.
+            results["metering"] = asyncio.run(
+                metering_figures(base, nats, database_url, args.metering_events)
+            )
     finally:
         shutil.rmtree(data, ignore_errors=True)
     base_rate = results["baseline_aiohttp_posts_per_s"]["median"]

@@ -1,4 +1,5 @@
-"""``usagehub``: the admin command line (up, migrate, rebuild, quarantine, schema, links)."""
+"""``usagehub``: the admin command line (up, migrate, rebuild, quarantine, schema, links, and the
+metering registry: orgs, keys, principals)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import asyncio
 import json
 import sys
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from shared.bus import BusRefused
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings, require_servers
+
+if TYPE_CHECKING:
+    from shared.commands import Reply
 
 
 def _servers(settings: Settings) -> Settings:
@@ -114,6 +119,91 @@ async def _links_add(settings: Settings, name: str, url: str, description: str) 
     return 0
 
 
+async def _ask_ingest(settings: Settings, cmd: Any) -> Reply | None:
+    """Send ``cmd`` to ingest over NATS, as the gateway does; None (and why, on stderr) if refused."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    from shared.bus import COMMANDS_PREFIX, connect
+    from shared.commands import encoder, reply_decoder
+
+    if not settings.nats_url:
+        raise SettingsError("USAGEHUB_NATS_URL is required")
+    nc = await connect(settings, "usagehub-cli")
+    try:
+        msg = await nc.request(
+            COMMANDS_PREFIX + type(cmd).__name__, encoder.encode(cmd), timeout=settings.command_timeout
+        )
+    except (NoRespondersError, NatsTimeout):
+        print("usagehub: the ingest service did not answer", file=sys.stderr)
+        return None
+    finally:
+        await nc.close()
+    reply = reply_decoder.decode(msg.data)
+    if reply.status >= 400:
+        print(f"usagehub: {reply.error} ({reply.status})", file=sys.stderr)
+        return None
+    return reply
+
+
+async def _metering(settings: Settings, args: argparse.Namespace) -> int:
+    """Orgs, keys and principals through ingest; prints what was made as JSON (a new key only here)."""
+    from shared.commands.metering import AddPrincipal, CreateOrg, IssueApiKey, RevokeApiKey
+    from shared.logging import new_request_id
+    from shared.secrets import hash_token, new_token
+
+    rid = new_request_id()
+    key = None
+    match (args.command, args.action):
+        case ("orgs", "add" | "sub-add"):
+            parent = getattr(args, "parent", None)
+            cmd: Any = CreateOrg(
+                org_id=args.id, name=args.name, time_zone=args.time_zone, parent_id=parent, request_id=rid
+            )
+        case ("keys", "add"):
+            key = new_token()  # made here, like the gateway does: only its hash goes to ingest
+            cmd = IssueApiKey(
+                org_id=args.org,
+                key_hash=hash_token(key),
+                principal_id=args.principal,
+                name=args.name,
+                request_id=rid,
+            )
+        case ("keys", "revoke"):
+            cmd = RevokeApiKey(key_id=args.key_id, request_id=rid)
+        case _:
+            cmd = AddPrincipal(principal_id=args.id, super_ops=args.super_ops, request_id=rid)
+    reply = await _ask_ingest(settings, cmd)
+    if reply is None:
+        return 1
+    result = {**reply.result, "key": key} if key is not None else reply.result
+    print(json.dumps(result or {"revoked": args.key_id}))
+    return 0
+
+
+def _metering_parsers(sub: Any) -> None:
+    orgs = sub.add_parser("orgs", help="metering: create organisations").add_subparsers(
+        dest="action", required=True
+    )
+    for action, parent in (("add", False), ("sub-add", True)):
+        p = orgs.add_parser(action, help="create a sub-org of PARENT" if parent else "create a root org")
+        if parent:
+            p.add_argument("parent")
+        p.add_argument("id")
+        p.add_argument("--name", required=True)
+        p.add_argument("--time-zone", required=True, help="IANA zone, e.g. Europe/Paris")
+    keys = sub.add_parser("keys", help="metering: org API keys").add_subparsers(dest="action", required=True)
+    add = keys.add_parser("add", help="issue a key of ORG and print it (shown once)")
+    add.add_argument("org")
+    add.add_argument("--principal", default=None, help="the principal the key speaks for")
+    add.add_argument("--name", default="")
+    keys.add_parser("revoke", help="revoke a key").add_argument("key_id")
+    principals = sub.add_parser("principals", help="metering: principals and their roles")
+    p_add = principals.add_subparsers(dest="action", required=True).add_parser("add", help="add a principal")
+    p_add.add_argument("id")
+    p_add.add_argument("--super-ops", action="store_true", help="may ask for every org's history (showAll)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from services.projector.projections import PROJECTIONS
 
@@ -140,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     links_add.add_argument("name")
     links_add.add_argument("url")
     links_add.add_argument("--description", default="")
+    _metering_parsers(sub)
     args = parser.parse_args(argv)
 
     try:
@@ -166,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
+        if args.command in ("orgs", "keys", "principals"):
+            return asyncio.run(_metering(settings, args))
         if args.command == "quarantine":
             asyncio.run(_quarantine(_servers(settings)))
             return 0

@@ -22,6 +22,7 @@ from services.gateway.middleware import (
     request_id_middleware,
 )
 from services.gateway.security_headers import add_security_headers
+from services.gateway.metering_routes import setup_metering_routes
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
 from services.projector.heartbeat import VISIT_SESSION
@@ -35,6 +36,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     setup_heartbeat_routes(app, settings.device_routes_enabled)
     setup_links_routes(app, settings)
     setup_media_routes(app, settings)
+    setup_metering_routes(app, settings)
 
 
 async def _nats(app: web.Application) -> AsyncIterator[None]:

@@ -32,6 +32,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             await ensure_installation(ingest)
             await ingest.devices.load(js)
             await ingest.links.load(js)
+            await ingest.metering.load(js)
 
             async def ready() -> tuple[bool, dict[str, Any]]:
                 return nc.is_connected, {"nats": nc.is_connected}

@@ -23,6 +23,8 @@ from services.ingest.heartbeat import (
 )
 from services.ingest.idempotency import IdempotencyKey, same_request
 from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry, skip_link_message
+from services.ingest.metering import REGISTRY_SUBJECTS as METERING_SUBJECTS
+from services.ingest.metering import MeteringRegistry, fold_metering_registry, skip_metering_message
 from services.ingest.rejected import Rejected
 from shared import metrics
 from shared.bus import (
@@ -153,6 +155,11 @@ class Ingest:
     links: Folded[LinkRegistry] = field(
         default_factory=lambda: Folded(
             REGISTRY_SUBJECTS, fold_link_registry, LinkRegistry(), skip_link_message
+        )
+    )
+    metering: Folded[MeteringRegistry] = field(
+        default_factory=lambda: Folded(
+            METERING_SUBJECTS, fold_metering_registry, MeteringRegistry(), skip_metering_message
         )
     )
 

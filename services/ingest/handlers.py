@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.ingest import heartbeat_handlers, links_handlers, media_handlers
+from services.ingest import heartbeat_handlers, links_handlers, media_handlers, metering_handlers
 from services.ingest.context import Ingest
 from services.ingest.rejected import Rejected
 from shared import metrics
@@ -16,6 +16,7 @@ HANDLERS: dict[type[Command], Callable[[Ingest, Any], Awaitable[Reply]]] = {
     **heartbeat_handlers.HANDLERS,
     **links_handlers.HANDLERS,
     **media_handlers.HANDLERS,
+    **metering_handlers.HANDLERS,
 }
 
 

@@ -40,6 +40,7 @@ from shared.commands import (
     command_decoder,
     encoder,
 )
+from shared.commands.metering import RecordApiCall
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -54,6 +55,7 @@ INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "media_syndication": RecordSyndicationUsage,
     "media_front": RecordFrontUsage,
     "media_download": RecordDownloadUsage,
+    "metering": RecordApiCall,
 }
 INTAKE_DURABLE = "ingest-intake"
 # Who published a message on usagehub.ingest.<kind> with no publisher token.

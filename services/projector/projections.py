@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from services.projector import heartbeat, idempotency, links, media_usage
+from services.projector import api_calls, heartbeat, idempotency, links, media_usage, metering
 from shared.db import Conn
 from shared.events import AnyEvent
 
@@ -39,5 +39,7 @@ PROJECTIONS: dict[str, Projection] = {
             media_usage.apply_media_usage,
             media_usage.publish_notifications,
         ),
+        Projection("metering", metering.FILTERS, metering.TABLES, metering.apply_metering),
+        Projection("api_calls", api_calls.FILTERS, api_calls.TABLES, api_calls.apply_api_calls),
     )
 }

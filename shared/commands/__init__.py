@@ -28,9 +28,10 @@ from shared.commands.media import (
     RecordSyndicationUsage,
     UpdateMediaUsageStatus,
 )
+from shared.commands.metering import MeteringCommand
 
 # A new domain adds its union here.
-AnyCommand = HeartbeatCommand | LinksCommand | MediaCommand
+AnyCommand = HeartbeatCommand | LinksCommand | MediaCommand | MeteringCommand
 
 command_decoder = msgspec.json.Decoder(AnyCommand)
 reply_decoder = msgspec.json.Decoder(Reply)

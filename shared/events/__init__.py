@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from shared.events import heartbeat, links, media
+from shared.events import heartbeat, links, media, metering
 from shared.events.envelope import Event, new_event_id, now
 from shared.events.heartbeat import (
     BeatRecorded,
@@ -31,13 +31,14 @@ from shared.events.media import (
     MediaUsagesRecorded,
     MediaUsageStatusUpdated,
 )
+from shared.events.metering import MeteringEvent
 
 # A new domain adds its union here and its subjects below.
-AnyEvent = HeartbeatEvent | LinksEvent | MediaEvent
+AnyEvent = HeartbeatEvent | LinksEvent | MediaEvent | MeteringEvent
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
-SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS, **media.SUBJECTS}
+SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS, **media.SUBJECTS, **metering.SUBJECTS}
 
 # (type tag, version) -> function turning an older payload into the next version's payload.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}

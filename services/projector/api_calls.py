@@ -1,0 +1,172 @@
+"""The API-call counters: per org, service and quarter hour, and per local day (own and subtree).
+
+``tally_calls`` is pure: a batch of events in, the increments of every counter out. Counters only
+ever add, so any batching of the same events gives the same rows; ``apply_api_calls`` writes a
+batch's increments with one upsert per table.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+
+from shared.db import Conn
+from shared.events import AnyEvent
+from shared.events.metering import ApiCallsCounted, OrgCreated
+
+FILTERS = ["usagehub.events.metering.org_created", "usagehub.events.metering.api_calls_counted"]
+TABLES = ("api_call_orgs", "api_call_counts", "api_call_days", "api_call_subtree_days")
+
+QUARTER = timedelta(minutes=15)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgChain:
+    """An org's ancestors from its root down to itself, with each one's time zone."""
+
+    ancestors: tuple[str, ...]
+    zones: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class CallTally:
+    """What one batch adds: new orgs, and increments per counter key."""
+
+    orgs: dict[str, OrgChain] = field(default_factory=dict)
+    # (org, quarter hour, service)
+    counts: dict[tuple[str, datetime, str], int] = field(default_factory=dict)
+    # (zone, org, local day, service): the org's own calls
+    days: dict[tuple[str, str, date, str], int] = field(default_factory=dict)
+    # (org, local day in its zone, service): the calls of the org and its whole subtree
+    subtree_days: dict[tuple[str, date, str], int] = field(default_factory=dict)
+
+
+def quarter_start(at: datetime) -> datetime:
+    """The start of the quarter hour (UTC) holding ``at``."""
+    return at - (at - _EPOCH) % QUARTER
+
+
+@lru_cache(maxsize=65_536)
+def local_day(bucket: datetime, zone: str) -> date:
+    return bucket.astimezone(zoneinfo.ZoneInfo(zone)).date()
+
+
+def _chain(org_id: str, zone: str, parent: OrgChain | None) -> OrgChain:
+    if parent is None:
+        return OrgChain((org_id,), (zone,))
+    return OrgChain((*parent.ancestors, org_id), (*parent.zones, zone))
+
+
+def tally_calls(known: Mapping[str, OrgChain], events: Iterable[AnyEvent]) -> CallTally:
+    """The increments a batch makes, given the chains of the orgs it names that were created before it.
+
+    Calls of an org this projection never saw created are left out: ingest never accepts them, and
+    skipping them keeps a replay deterministic anyway.
+    """
+    tally = CallTally()
+    counts, days, subtree = tally.counts, tally.days, tally.subtree_days
+    # Per org: its chain's distinct zones, and (ancestor, zone) pairs; a batch names few orgs.
+    shapes: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+    for event in events:
+        # Plain type checks: this loop runs for every call counted.
+        if type(event) is ApiCallsCounted:
+            for c in event.counts:
+                org_id, service, n = c.org_id, c.service, c.count
+                shape = shapes.get(org_id)
+                if shape is None:
+                    chain = tally.orgs.get(org_id) or known.get(org_id)
+                    if chain is None:
+                        continue
+                    shape = shapes[org_id] = (
+                        tuple(dict.fromkeys(chain.zones)),
+                        tuple(zip(chain.ancestors, chain.zones, strict=True)),
+                    )
+                bucket = quarter_start(c.at)
+                key = (org_id, bucket, service)
+                counts[key] = counts.get(key, 0) + n
+                for zone in shape[0]:
+                    day_key = (zone, org_id, local_day(bucket, zone), service)
+                    days[day_key] = days.get(day_key, 0) + n
+                for ancestor, zone in shape[1]:
+                    subtree_key = (ancestor, local_day(bucket, zone), service)
+                    subtree[subtree_key] = subtree.get(subtree_key, 0) + n
+        elif type(event) is OrgCreated:
+            if event.org_id in known or event.org_id in tally.orgs:
+                continue
+            parent_id = event.parent_id
+            parent = None if parent_id is None else tally.orgs.get(parent_id) or known.get(parent_id)
+            tally.orgs[event.org_id] = _chain(event.org_id, event.time_zone, parent)
+    return tally
+
+
+def _named_orgs(events: Iterable[AnyEvent]) -> list[str]:
+    names: set[str] = set()
+    for e in events:
+        if isinstance(e, OrgCreated):
+            names.add(e.org_id)
+            if e.parent_id is not None:
+                names.add(e.parent_id)
+        elif isinstance(e, ApiCallsCounted):
+            names.update(c.org_id for c in e.counts)
+    return sorted(names)
+
+
+async def apply_api_calls(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
+    # The batch's commit need not wait for its WAL flush: if Postgres loses it in a crash, the
+    # checkpoint written in the same transaction is lost with it, and the projector, which always
+    # restarts from the checkpoint in Postgres, applies the same events again from the stream.
+    await conn.execute("SET LOCAL synchronous_commit = off")
+    batch = [e for _, e in events]
+    rows = await conn.fetch(
+        "SELECT org_id, ancestors, ancestor_zones FROM api_call_orgs WHERE org_id = ANY($1::text[])",
+        _named_orgs(batch),
+    )
+    known = {r["org_id"]: OrgChain(tuple(r["ancestors"]), tuple(r["ancestor_zones"])) for r in rows}
+    tally = tally_calls(known, batch)
+    if tally.orgs:
+        await conn.executemany(
+            "INSERT INTO api_call_orgs (org_id, ancestors, ancestor_zones) VALUES ($1, $2, $3)",
+            [(o, list(c.ancestors), list(c.zones)) for o, c in sorted(tally.orgs.items())],
+        )
+    # Sorted, so two writers could never deadlock (one leader writes, but a rebuild may overlap).
+    if tally.counts:
+        keys = sorted(tally.counts)
+        await conn.execute(
+            "INSERT INTO api_call_counts (org_id, bucket, service, calls)"
+            " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::bigint[])"
+            " ON CONFLICT (org_id, bucket, service) DO UPDATE"
+            " SET calls = api_call_counts.calls + EXCLUDED.calls",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [tally.counts[k] for k in keys],
+        )
+    if tally.days:
+        days = sorted(tally.days)
+        await conn.execute(
+            "INSERT INTO api_call_days (zone, org_id, day, service, calls)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[])"
+            " ON CONFLICT (zone, org_id, day, service) DO UPDATE"
+            " SET calls = api_call_days.calls + EXCLUDED.calls",
+            [k[0] for k in days],
+            [k[1] for k in days],
+            [k[2] for k in days],
+            [k[3] for k in days],
+            [tally.days[k] for k in days],
+        )
+    if tally.subtree_days:
+        subtree = sorted(tally.subtree_days)
+        await conn.execute(
+            "INSERT INTO api_call_subtree_days (org_id, day, service, calls)"
+            " SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[])"
+            " ON CONFLICT (org_id, day, service) DO UPDATE"
+            " SET calls = api_call_subtree_days.calls + EXCLUDED.calls",
+            [k[0] for k in subtree],
+            [k[1] for k in subtree],
+            [k[2] for k in subtree],
+            [tally.subtree_days[k] for k in subtree],
+        )
