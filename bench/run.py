@@ -342,6 +342,9 @@ def media_usage(base: str, nats: Server, database_url: str, rounds: int, n: int,
         "writes_per_s_nats": median_of(
             rounds, lambda: _media_nats_rate(nats, database_url, n, f"nats-{next(writes)}")
         ),
+    }
+
+
 async def metering_figures(base: str, nats: Server, database_url: str, events: int) -> dict[str, Any]:
     """``events`` counted-call events over a year for an org with 20 sub-orgs: how fast the api_calls
     projection folds them (live, and rebuilt from the stream), and how fast a year of daily history

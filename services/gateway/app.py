@@ -15,6 +15,7 @@ from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_docu
 from services.gateway.heartbeat_visits import MAX_TRACKED_VISITORS, RecentVisitors
 from services.gateway.links_routes import setup_links_routes
 from services.gateway.media_routes import setup_media_routes
+from services.gateway.metering_routes import setup_metering_routes
 from services.gateway.middleware import (
     auth_limit_middleware,
     error_middleware,
@@ -22,7 +23,6 @@ from services.gateway.middleware import (
     request_id_middleware,
 )
 from services.gateway.security_headers import add_security_headers
-from services.gateway.metering_routes import setup_metering_routes
 from services.gateway.writes import ProjectionWatch, subscribe_notices
 from services.gateway.ws import StatsFeed
 from services.projector.heartbeat import VISIT_SESSION

@@ -38,7 +38,12 @@ AnyEvent = HeartbeatEvent | LinksEvent | MediaEvent | MeteringEvent
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
-SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS, **media.SUBJECTS, **metering.SUBJECTS}
+SUBJECTS: dict[type[Event], str] = {
+    **heartbeat.SUBJECTS,
+    **links.SUBJECTS,
+    **media.SUBJECTS,
+    **metering.SUBJECTS,
+}
 
 # (type tag, version) -> function turning an older payload into the next version's payload.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}

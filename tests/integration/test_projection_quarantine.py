@@ -11,7 +11,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from nats.js import JetStreamContext
 
-from services.projector.projections import PROJECTIONS
 from shared.events import DeviceRegistered, encode_event, new_event_id, now
 from tests.conftest import Services, admin
 from tests.integration.helpers import dump_tables, run_usagehub
