@@ -66,13 +66,26 @@ async def _on_error(exc: Exception) -> None:
     log.warning("nats connection problem", error=repr(exc))
 
 
+# A server that stops answering (paused, partitioned away) keeps its TCP connection open: the client
+# notices only when pings go unanswered, so ping often enough to move to another server in seconds.
+PING_INTERVAL = 2
+MAX_OUTSTANDING_PINGS = 2
+
+
+def server_urls(url: str) -> list[str]:
+    """``USAGEHUB_NATS_URL`` names one server or, separated by commas, several servers of a cluster."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(url: str, name: str) -> NATS:
     return await nats.connect(
-        url,
+        server_urls(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=5,
+        ping_interval=PING_INTERVAL,
+        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
         error_cb=_on_error,
         drain_timeout=5,
     )
