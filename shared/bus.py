@@ -24,6 +24,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    RawStreamMsg,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -321,8 +322,18 @@ class Appender:
                 p.done.set_exception(exc)
 
 
+async def get_stored(js: JetStreamContext, seq: int, next_on: str | None = None) -> RawStreamMsg:
+    """The event stream's message ``seq`` (or, with ``next_on``, the first at or after ``seq`` on that
+    subject), as the stream's leader has it. Not a direct get: on a replicated stream any replica
+    answers those, and a follower may not have applied yet what was just acknowledged; the readers
+    here (state catch-up, answers to retries, key checks) must see every acknowledged event."""
+    if next_on is None:
+        return await js.get_msg(EVENTS_STREAM, seq)
+    return await js.get_msg(EVENTS_STREAM, seq=seq, subject=next_on, next=True)
+
+
 async def get_event_data(js: JetStreamContext, seq: int) -> bytes:
-    msg = await js.get_msg(EVENTS_STREAM, seq, direct=True)
+    msg = await get_stored(js, seq)
     return bytes(msg.data or b"")
 
 
@@ -414,7 +425,7 @@ async def read_stream(
 async def read_new(
     js: JetStreamContext, subjects: list[str], after: int, most: int = 10_000
 ) -> tuple[int, list[tuple[int, str, bytes]]]:
-    """The events on ``subjects`` after ``after``, by direct gets: no consumer is created.
+    """The events on ``subjects`` after ``after``, by single-message gets: no consumer is created.
 
     Returns (position read up to, [(seq, subject, data)] in stream order). Reading stops at the stream's
     last sequence as it was when the read began, so the position is exact even while appends go on;
@@ -426,7 +437,7 @@ async def read_new(
         seq = after + 1
         while seq <= until:
             try:
-                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=subject, next=True, direct=True)
+                msg = await get_stored(js, seq, next_on=subject)
             except NotFoundError:
                 break
             got = int(msg.seq or 0)

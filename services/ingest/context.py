@@ -32,6 +32,7 @@ from shared.bus import (
     Expectation,
     ExpectationFailed,
     get_event_data,
+    get_stored,
     read_new,
     read_stream,
 )
@@ -55,7 +56,7 @@ E = TypeVar("E", bound=Event)
 class Folded(Generic[S]):
     """State folded from the events on ``subjects``, caught up from the stream on demand.
 
-    Catching up never creates a JetStream consumer: it reads what is new with direct gets (one
+    Catching up never creates a JetStream consumer: it reads what is new with message gets (one
     request per new event, and one per subject to learn there is none), so a flood of unknown
     tokens costs a few cheap requests at a time, never a server-side resource per request.
     """
@@ -237,7 +238,7 @@ class Ingest:
         """Refuse (503) rather than risk a double write when neither JetStream nor Postgres can vouch
         for a key: the key projection has not yet recorded an event older than the duplicate window."""
         try:
-            oldest_unrecorded = await self.js.get_msg(EVENTS_STREAM, position + 1, direct=True)
+            oldest_unrecorded = await get_stored(self.js, position + 1)
         except NotFoundError:
             return  # the key projection has seen the whole stream
         # The server's own time of storage: it is what the duplicate window is measured from, and it
