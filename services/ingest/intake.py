@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -194,6 +195,18 @@ async def _take_safely(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
 
 
 async def consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await _consume_intake(ingest, js, stop)
+        except NatsError as exc:
+            # The consumer has no leader yet (a cluster starting or electing one) or the connection
+            # is gone: the messages wait in the stream, so try again shortly.
+            log.warning("intake unavailable, trying again", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Event) -> None:
     config = ConsumerConfig(
         durable_name=INTAKE_DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1
     )
