@@ -8,7 +8,7 @@ from typing import Any
 
 from services.ingest.context import Ingest
 from services.ingest.heartbeat_handlers import ensure_installation
-from services.ingest.intake import consume_intake, serve_commands
+from services.ingest.intake import answer_within, consume_intake, serve_commands
 from shared.bus import Appender, close, connect, ensure_streams
 from shared.db import create_pool, migrate
 from shared.lifecycle import run_service
@@ -27,7 +27,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        async with Appender(nc, timeout=settings.command_timeout) as appender:
+        within = answer_within(settings.command_timeout)
+        async with Appender(nc, timeout=within) as appender:
             ingest = Ingest(appender=appender, js=js, pool=pool)
             await ensure_installation(ingest)
             await ingest.devices.load(js)
@@ -37,7 +38,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 return nc.is_connected, {"nats": nc.is_connected}
 
             async with serve_ops(settings.http_host, settings.metrics_port, ready):
-                sub = await serve_commands(nc, ingest)
+                sub = await serve_commands(nc, ingest, within)
                 intake = asyncio.create_task(consume_intake(ingest, js, stop))
                 log.info("ingest ready")
                 try:

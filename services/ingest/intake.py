@@ -41,9 +41,16 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_REASON = 2000
 MAX_SUBJECT = 256
 MAX_REJECTION_BYTES = 64 * 1024
+EVENT_LOG_UNAVAILABLE = "the event log did not acknowledge this write; retry with the same Idempotency-Key"
 
 
-async def _answer(ingest: Ingest, msg: Msg) -> None:
+def answer_within(command_timeout: float) -> float:
+    """How long ingest may take over a command: less than the gateway waits (``command_timeout``),
+    so when the event log cannot store, the client hears 503 from ingest rather than a timeout."""
+    return command_timeout * 0.8
+
+
+async def _answer(ingest: Ingest, msg: Msg, within: float) -> None:
     if msg.subject == COMMANDS_PREFIX + PING:
         with contextlib.suppress(Exception):
             await msg.respond(encoder.encode(Reply(status=200)))
@@ -55,22 +62,29 @@ async def _answer(ingest: Ingest, msg: Msg) -> None:
     else:
         token = request_id_var.set(cmd.request_id)
         try:
-            reply = await handle(ingest, cmd)
+            async with asyncio.timeout(within):
+                reply = await handle(ingest, cmd)
+        except (NatsError, TimeoutError, ConnectionError) as exc:
+            # No stream leader (no quorum), no connection, or no acknowledgement in time: not
+            # acknowledged, though an append that timed out may still be stored, hence the same key.
+            log.warning("event log unavailable", command=type(cmd).__name__, error=repr(exc))
+            reply = Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
         except Exception:
             log.exception("command failed", command=type(cmd).__name__)
-            reply = Reply(status=503, error="the event log is unavailable, try again")
+            reply = Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
         finally:
             request_id_var.reset(token)
     with contextlib.suppress(Exception):
         await msg.respond(encoder.encode(reply))
 
 
-async def serve_commands(nc: NATS, ingest: Ingest) -> Any:
-    """Answer every command concurrently: concurrent appends are what fills a shared batch."""
+async def serve_commands(nc: NATS, ingest: Ingest, within: float) -> Any:
+    """Answer every command concurrently (concurrent appends are what fills a shared batch), each
+    within ``within`` seconds."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def on_command(msg: Msg) -> None:
-        task = asyncio.create_task(_answer(ingest, msg))
+        task = asyncio.create_task(_answer(ingest, msg, within))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
