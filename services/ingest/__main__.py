@@ -9,6 +9,7 @@ from typing import Any
 from services.ingest.context import Ingest
 from services.ingest.heartbeat_handlers import ensure_installation
 from services.ingest.intake import answer_within, consume_intake, serve_commands
+from services.ingest.stream_leader import watch_stream_leader
 from shared.bus import Appender, close, connect, ensure_streams
 from shared.db import create_pool, migrate
 from shared.lifecycle import run_service
@@ -40,14 +41,16 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
             async with serve_ops(settings.http_host, settings.metrics_port, ready):
                 sub = await serve_commands(nc, ingest, within)
                 intake = asyncio.create_task(consume_intake(ingest, js, stop))
+                leader = asyncio.create_task(watch_stream_leader(js, stop))
                 log.info("ingest ready")
                 try:
                     await stop.wait()
                 finally:
                     await sub.unsubscribe()
-                    intake.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await intake
+                    for task in (intake, leader):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
     finally:
         await close(nc)
         await pool.close()
