@@ -120,7 +120,7 @@ def test_app_healthchecks_run_the_image_script_on_the_service_port() -> None:
 
 
 def test_nats_configuration_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
-    assert nats_config_problems(NATS_CONF.read_text(), single_node=True, tmp_dir=tmp_path) == []
+    assert nats_config_problems(NATS_CONF.read_text(), tmp_dir=tmp_path) == []
 
 
 def test_nats_configuration_check_reports_a_broken_copy(tmp_path: Path) -> None:
@@ -128,9 +128,5 @@ def test_nats_configuration_check_reports_a_broken_copy(tmp_path: Path) -> None:
     no_fsync = broken(text, "  sync_interval: always\n", "")
     typo = broken(text, "max_file_store", "max_file_stor")
 
-    assert "sync_interval: always" in "\n".join(
-        nats_config_problems(no_fsync, single_node=True, tmp_dir=tmp_path)
-    )
-    assert "nats-server -t rejects" in "\n".join(
-        nats_config_problems(typo, single_node=True, tmp_dir=tmp_path)
-    )
+    assert "sync_interval: always" in "\n".join(nats_config_problems(no_fsync, tmp_dir=tmp_path))
+    assert "nats-server -t rejects" in "\n".join(nats_config_problems(typo, tmp_dir=tmp_path))
