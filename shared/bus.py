@@ -170,7 +170,14 @@ class ExpectationFailed(AppendError):
     """The stream moved on since the writer decided: reload state and decide again."""
 
 
+class ExpectationInFlight(ExpectationFailed):
+    """A replicated stream's leader checks an expectation only when no earlier append with the same
+    expectation subject is still being replicated; until then it refuses: the stream is moving on."""
+
+
 WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
+EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +220,16 @@ def _headers(msg_id: str, expect: Expectation | None) -> dict[str, str]:
     headers = {"Nats-Msg-Id": msg_id}
     if expect is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expect.last_sequence)
-        headers["Nats-Expected-Last-Subject-Sequence-Subject"] = expect.subject
+        headers[EXPECTED_SUBJECT] = expect.subject
     return headers
 
 
 def _error_of(reply: dict[str, Any]) -> AppendError:
     err = reply["error"]
     code = int(err.get("err_code", 0))
-    cls = ExpectationFailed if code == WRONG_LAST_SEQUENCE else AppendError
+    cls = {WRONG_LAST_SEQUENCE: ExpectationFailed, WRONG_LAST_SEQUENCE_IN_FLIGHT: ExpectationInFlight}.get(
+        code, AppendError
+    )
     return cls(code, str(err.get("description", "append refused")))
 
 
@@ -234,6 +243,9 @@ class Appender:
         self._slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        # One batch at a time per expectation subject: a replicated stream refuses an expectation
+        # while another on the same subject is in flight. A batch still shares one fsync.
+        self._expecting: dict[str, asyncio.Lock] = {}
 
     async def __aenter__(self) -> Appender:
         self._task = asyncio.create_task(self._run(), name="appender")
@@ -273,23 +285,37 @@ class Appender:
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
-            if len(batch) > 1 and not any(p.alone for p in batch):
-                try:
-                    first_seq = await self._send_atomic(batch)
-                except AppendError:
-                    pass  # resolved one by one below, each with its own answer
-                else:
-                    for i, p in enumerate(batch):
-                        if not p.done.done():
-                            p.done.set_result(Appended(first_seq + i, False))
-                    return
-            await asyncio.gather(*(self._send_one(p) for p in batch))
+            subjects = sorted({s for p in batch if (s := p.headers.get(EXPECTED_SUBJECT))})
+            async with contextlib.AsyncExitStack() as held:
+                for subject in subjects:  # sorted: two batches never wait for each other's locks
+                    await held.enter_async_context(self._expecting.setdefault(subject, asyncio.Lock()))
+                await self._send_held(batch)
         except Exception as exc:  # a lost connection or timeout: every writer hears about it
             for p in batch:
                 if not p.done.done():
                     p.done.set_exception(exc)
         finally:
             self._slots.release()
+
+    async def _send_held(self, batch: list[_Pending]) -> None:
+        if len(batch) > 1 and not any(p.alone for p in batch):
+            try:
+                first_seq = await self._send_atomic(batch)
+            except AppendError:
+                pass  # resolved one by one below, each with its own answer
+            else:
+                for i, p in enumerate(batch):
+                    if not p.done.done():
+                        p.done.set_result(Appended(first_seq + i, False))
+                return
+        expecting = [p for p in batch if EXPECTED_SUBJECT in p.headers]
+
+        async def one_at_a_time() -> None:
+            for p in expecting:
+                await self._send_one(p)
+
+        free = [p for p in batch if EXPECTED_SUBJECT not in p.headers]
+        await asyncio.gather(one_at_a_time(), *(self._send_one(p) for p in free))
 
     async def _send_atomic(self, batch: list[_Pending]) -> int:
         batch_id = uuid.uuid4().hex

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -31,6 +32,7 @@ from shared.bus import (
     Appender,
     Expectation,
     ExpectationFailed,
+    ExpectationInFlight,
     get_event_data,
     get_stored,
     read_new,
@@ -194,6 +196,11 @@ class Ingest:
                 continue
             try:
                 return event, await self.append(event, msg_id, expect(folded.state), key)
+            except ExpectationInFlight:
+                # Another replica's append is being replicated: give it a moment to land.
+                await asyncio.sleep(random.uniform(0.001, 0.01))
+                await folded.catch_up(self.js)
+                caught_up = True
             except ExpectationFailed:
                 await folded.catch_up(self.js)
                 caught_up = True
