@@ -370,6 +370,9 @@ class Delivery:
     subject: str
     num_delivered: int
     msg: Msg
+    # The consumer's own count of deliveries: one more for each message it sends, so a gap means
+    # messages it sent never arrived (a connection cut while they were on the way).
+    consumer_seq: int = 0
 
 
 async def pull_consumer(
@@ -410,7 +413,9 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, wait: float 
     out = []
     for m in msgs:
         meta = m.metadata
-        out.append(Delivery(meta.sequence.stream, m.data, m.subject, meta.num_delivered, m))
+        out.append(
+            Delivery(meta.sequence.stream, m.data, m.subject, meta.num_delivered, m, meta.sequence.consumer)
+        )
     return out
 
 
@@ -434,10 +439,15 @@ async def read_stream(
         name = info.name
         # What is pending now is "the current end"; later appends are the caller's next read.
         pending = int(info.num_pending or 0)
+        delivered = 0
         while pending > 0:
             got = await fetch(sub, min(batch, pending), wait=5.0)
             if not got:
                 raise TimeoutError("the event stream did not deliver pending events")
+            if [d.consumer_seq for d in got] != list(range(delivered + 1, delivered + len(got) + 1)):
+                # Lost on the way (a connection cut): a read with a hole in it must not pass as whole.
+                raise ConnectionError("events were lost while the event stream was being read")
+            delivered += len(got)
             pending -= len(got)
             yield got
     finally:
