@@ -289,8 +289,8 @@ def service_environment(nats_urls: Sequence[str], database_url: str, **extra: st
         USAGEHUB_LOG_FORMAT="json",
         USAGEHUB_LOG_LEVEL="info",
         USAGEHUB_HTTP_HOST="127.0.0.1",
-        **extra,
     )
+    env.update(extra)
     return env
 
 
@@ -346,7 +346,7 @@ async def running_usagehub(
                     projector_database_url if kind == "projector" and projector_database_url else database_url
                 )
                 extra = {"USAGEHUB_HTTP_PORT" if kind == "gateway" else "USAGEHUB_METRICS_PORT": str(port)}
-                env = service_environment(urls, db, **extra, **(extra_env or {}))
+                env = service_environment(urls, db, **{**extra, **(extra_env or {})})
                 service = ServiceProcess(kind, f"{kind}-{i}", env, port, logs / f"{kind}-{i}.log")
                 service.start()
                 services.append(service)

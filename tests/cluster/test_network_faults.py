@@ -95,6 +95,8 @@ async def test_delays_cuts_and_partitions_heal_into_exact_projections(
         figures[fault.__name__] = {
             "projections_caught_up_after_heal_s": round(caught_up_s, 2),
             "longest_pause_during_fault_s": round(load.longest_pause(began, healed), 2),
+            # Stored before the fault, answered once the read-your-writes bound (5 s) ran out.
+            "acked_during_fault": sum(1 for w in load.acked if began <= (w.acked_at or 0) <= healed),
             "first_ack_after_heal_s": round(load.first_ack_after(healed) or -1, 2),
             **load.figures(),
             **result.figures(),
