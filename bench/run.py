@@ -21,11 +21,12 @@ from typing import Any
 
 import aiohttp
 
-from services.local.servers import free_port, start_nats, start_postgres
+from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.bus import Appender, connect, ensure_streams
 from shared.events import PageVisited, new_event_id, now
+from shared.settings import Settings
 
-SECRET = "bench-secret"
+SECRET = "bench-admin-secret-key-0123456789abcdef"
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:
@@ -42,8 +43,15 @@ def _wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout}s")
 
 
+def as_user(nats: Server, user: str) -> Settings:
+    """Connecting to the embedded NATS as ``user`` (appends are ingest's; rebuilds the projector's)."""
+    return Settings(
+        nats_url=nats.url, nats_user=user, nats_password=nats.password_files[user].read_text().strip()
+    )
+
+
 @contextmanager
-def usagehub(data: Path) -> Iterator[tuple[str, str, str]]:
+def usagehub(data: Path) -> Iterator[tuple[str, Server, str]]:
     """Embedded servers and the three services as processes, as ``make up`` runs them."""
     nats = start_nats(data / "nats")
     pg = start_postgres(data / "postgres")
@@ -60,11 +68,16 @@ def usagehub(data: Path) -> Iterator[tuple[str, str, str]]:
     procs = []
     try:
         for service in ("ingest", "projector", "gateway"):
-            env_s = {**env, "USAGEHUB_METRICS_PORT": str(free_port())}
+            env_s = {
+                **env,
+                "USAGEHUB_METRICS_PORT": str(free_port()),
+                "USAGEHUB_NATS_USER": service,
+                "USAGEHUB_NATS_PASSWORD_FILE": str(nats.password_files[service]),
+            }
             procs.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env_s))
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/readyz", 60)
-        yield base, nats.url, pg.url
+        yield base, nats, pg.url
     finally:
         for p in procs:
             p.terminate()
@@ -128,9 +141,9 @@ async def register(base: str, n: int) -> list[str]:
         return tokens
 
 
-async def append_rate(nats_url: str, writers: int, count: int) -> float:
+async def append_rate(nats: Server, writers: int, count: int) -> float:
     """Appends per second to JetStream (fsync before ack) through the shared Appender."""
-    nc = await connect(nats_url, "bench")
+    nc = await connect(as_user(nats, "ingest"), "bench")
     try:
         await ensure_streams(nc.jetstream())
         async with Appender(nc) as appender:
@@ -156,7 +169,7 @@ async def create_link(base: str) -> int:
             return link_id
 
 
-async def catch_up_rates(nats_url: str, database_url: str) -> dict[str, Any]:
+async def catch_up_rates(nats: Server, database_url: str) -> dict[str, Any]:
     """Each projection rebuilt from the whole stream: events applied per second while catching up."""
     import asyncpg
 
@@ -164,7 +177,7 @@ async def catch_up_rates(nats_url: str, database_url: str) -> dict[str, Any]:
     from services.projector.rebuild import rebuild
     from shared.bus import read_stream
 
-    nc = await connect(nats_url, "bench-rebuild")
+    nc = await connect(as_user(nats, "projector"), "bench-rebuild")
     conn = await asyncpg.connect(database_url)
     try:
         js = nc.jetstream()
@@ -257,7 +270,7 @@ def main() -> None:
         )
     data = Path(tempfile.mkdtemp(prefix="usagehub-bench-"))
     try:
-        with usagehub(data) as (base, nats_url, database_url):
+        with usagehub(data) as (base, nats, database_url):
             tokens = asyncio.run(register(base, 8))
             results["beats_per_s_http"] = median_of(
                 args.rounds,
@@ -266,10 +279,10 @@ def main() -> None:
                 ),
             )
             results["appends_per_s_single_writer"] = median_of(
-                args.rounds, lambda: append_rate(nats_url, 1, 1000)
+                args.rounds, lambda: append_rate(nats, 1, 1000)
             )
             results["appends_per_s_64_writers_shared"] = median_of(
-                args.rounds, lambda: append_rate(nats_url, 64, 20_000)
+                args.rounds, lambda: append_rate(nats, 64, 20_000)
             )
             link_id = asyncio.run(create_link(base))
             results["link_usage_posts_per_s_http"] = median_of(
@@ -278,7 +291,7 @@ def main() -> None:
                     base, f"/api/links/{link_id}/usage", n, c, lambda i: {"data": {"user": f"u{i % 50}"}}
                 ),
             )
-            results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats_url, database_url))
+            results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats, database_url))
             cluster_pg = start_postgres(data / "cluster-postgres")
             try:
                 results["beats_per_s_http_3_node_cluster_and_single_node"] = asyncio.run(

@@ -8,6 +8,7 @@ import json
 import sys
 from datetime import datetime
 
+from shared.bus import BusRefused
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings, require_servers
 
@@ -31,22 +32,32 @@ async def _migrate(settings: Settings) -> None:
         await pool.close()
 
 
-async def _rebuild(settings: Settings, names: list[str]) -> None:
+async def _rebuild(settings: Settings, names: list[str]) -> int:
+    from nats.js.errors import NotFoundError
+
     from services.projector.projections import PROJECTIONS
     from services.projector.rebuild import rebuild
-    from shared.bus import connect, ensure_streams
+    from shared.bus import EVENTS_STREAM, connect
     from shared.db import create_pool, migrate
 
-    nc = await connect(settings.nats_url, "usagehub-rebuild")
+    nc = await connect(settings, "usagehub-rebuild")
     pool = await create_pool(settings.database_url, max_size=1)
     try:
         js = nc.jetstream()
-        await ensure_streams(js, settings.stream_replicas)
+        try:
+            await js.stream_info(EVENTS_STREAM)
+        except NotFoundError:
+            print(
+                f"usagehub: the stream {EVENTS_STREAM} does not exist yet: start ingest first",
+                file=sys.stderr,
+            )
+            return 1
         async with pool.acquire() as conn:
             await migrate(conn)
             for name in names:
                 position = await rebuild(conn, js, PROJECTIONS[name])
                 print(f"rebuilt {name} up to stream position {position}")
+        return 0
     finally:
         await pool.close()
         await nc.close()
@@ -83,7 +94,7 @@ async def _links_add(settings: Settings, name: str, url: str, description: str) 
     if not settings.nats_url:
         raise SettingsError("USAGEHUB_NATS_URL is required")
     cmd = CreateLink(name=name, url=url, description=description, request_id=new_request_id())
-    nc = await connect(settings.nats_url, "usagehub-cli")
+    nc = await connect(settings, "usagehub-cli")
     try:
         msg = await nc.request(
             COMMANDS_PREFIX + "CreateLink", encoder.encode(cmd), timeout=settings.command_timeout
@@ -117,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("quarantine", help="list events the projections set aside (see docs/operations.md)")
     schema = sub.add_parser("schema", help="print the JSON Schema of every event")
     schema.add_argument("--markdown", action="store_true", help="as docs/events.md")
+    authorization = sub.add_parser(
+        "nats-authorization", help="print the NATS server's users and permissions (authorization.conf)"
+    )
+    authorization.add_argument(
+        "--publisher", action="append", default=[], help="also a named publisher (repeatable)"
+    )
     links = sub.add_parser("links", help="manage the Lighthouse link registry")
     links_sub = links.add_subparsers(dest="links_command", required=True)
     links_add = links_sub.add_parser("add", help="create a link and print it as JSON")
@@ -138,6 +155,15 @@ def main(argv: list[str] | None = None) -> int:
 
             print(render_events_markdown() if args.markdown else json.dumps(event_schema(), indent=2), end="")
             return 0
+        if args.command == "nats-authorization":
+            from shared.bus_permissions import authorization_file
+
+            try:
+                print(authorization_file(args.publisher), end="")
+            except ValueError as exc:
+                print(f"usagehub: {exc}", file=sys.stderr)
+                return 2
+            return 0
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
         if args.command == "quarantine":
@@ -147,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_migrate(_servers(settings)))
             return 0
         names = sorted(PROJECTIONS) if "all" in args.projection else args.projection
-        asyncio.run(_rebuild(_servers(settings), names))
-        return 0
+        return asyncio.run(_rebuild(_servers(settings), names))
     except SettingsError as exc:
         print(f"usagehub: {exc}", file=sys.stderr)
         return 2
+    except BusRefused as exc:
+        print(f"usagehub: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -33,15 +35,21 @@ from nats.js.errors import APIError, NotFoundError
 
 from shared.events import Event, encode_event, subject_of
 from shared.logging import get_logger
+from shared.settings import Settings
 
 EVENTS_STREAM = "USAGEHUB_EVENTS"
 EVENTS_SUBJECTS = "usagehub.events.>"
-# Events other services publish straight onto the bus, before validation.
+# Events other services publish straight onto the bus, before validation: see intake_subject.
 INTAKE_STREAM = "USAGEHUB_INTAKE"
-INTAKE_SUBJECTS = "usagehub.ingest.>"
+INTAKE_PREFIX = "usagehub.ingest."
+INTAKE_SUBJECTS = INTAKE_PREFIX + ">"
 # Intake messages that failed validation, kept with the reason: never lost silently.
 REJECTED_STREAM = "USAGEHUB_REJECTED"
 REJECTED_SUBJECTS = "usagehub.rejected.>"
+# Notifications projectors send for other services to consume (media usage, from the next API on).
+NOTIFY_STREAM = "USAGEHUB_NOTIFY"
+NOTIFY_SUBJECTS = "usagehub.notify.>"
+STREAMS = (EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM, NOTIFY_STREAM)
 COMMANDS_PREFIX = "usagehub.commands."
 INGEST_QUEUE = "ingest"
 # usagehub.commands.Ping: any ingest answers 200 at once (readiness: is an ingest there?).
@@ -49,12 +57,14 @@ PING = "Ping"
 # Core-NATS notices a projector sends after each commit: the gateway's read-your-writes waits on them.
 PROJECTED_PREFIX = "usagehub.projected."
 
-# Byte limits: the intake is a queue (a backlog this large means ingest is down), the rejected
-# stream a record for operators; a message in either is at most what it can usefully be.
-INTAKE_MAX_BYTES = 1024**3
+# Byte limits. JetStream reserves a stream's byte limit on the server's file store when it creates
+# the stream, so they are modest: the intake is a queue (a backlog this large means ingest is down),
+# the rejected stream a record for operators, notifications the latest state of what changed.
+INTAKE_MAX_BYTES = 256 * 1024**2
 INTAKE_MAX_MESSAGE = 1024 * 1024
-REJECTED_MAX_BYTES = 256 * 1024**2
+REJECTED_MAX_BYTES = 64 * 1024**2
 REJECTED_MAX_MESSAGE = 128 * 1024
+NOTIFY_MAX_BYTES = 256 * 1024**2
 
 # JetStream's own limits on an atomic batch are 1000 messages and 50 open batches per stream.
 MAX_BATCH = 256
@@ -62,9 +72,65 @@ MAX_BATCHES_IN_FLIGHT = 4
 
 log = get_logger(__name__)
 
+# A subject token that names something on the bus: an intake kind, a publisher, a NATS user.
+_TOKEN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
-async def _on_error(exc: Exception) -> None:
-    log.warning("nats connection problem", error=repr(exc))
+
+def intake_subject(kind: str, publisher: str | None = None) -> str:
+    """Where another service publishes intake of ``kind``: ``usagehub.ingest.<kind>`` as the generic
+    ``publisher`` user, or ``usagehub.ingest.<kind>.<publisher>`` as the named publisher user
+    ``<publisher>``, whom the server lets publish only under its own name."""
+    for token in (kind, publisher):
+        if token is not None and not _TOKEN.fullmatch(token):
+            raise ValueError(f"{token!r} is not a subject token (a-z, 0-9 and _, starting with a letter)")
+    return INTAKE_PREFIX + kind + ("" if publisher is None else "." + publisher)
+
+
+def parse_intake_subject(subject: str) -> tuple[str, str | None]:
+    """``(kind, publisher)`` of an intake subject; the publisher is None for the generic form."""
+    tokens = subject.removeprefix(INTAKE_PREFIX).split(".")
+    if not subject.startswith(INTAKE_PREFIX) or len(tokens) > 2 or not all(tokens):
+        raise ValueError(f"{subject!r} is not usagehub.ingest.<kind> or usagehub.ingest.<kind>.<publisher>")
+    return tokens[0], (tokens[1] if len(tokens) == 2 else None)
+
+
+def inbox_prefix(user: str) -> str:
+    """Each NATS user gets its own reply subjects, which only it may subscribe to, so no other role
+    can read the answers it is sent (registration replies carry new tokens)."""
+    return f"_INBOX_{user}" if user else "_INBOX"
+
+
+def is_inbox(subject: str) -> bool:
+    """Whether ``subject`` is a reply inbox. A responder checks it: the requester picks the reply
+    subject, and a reply must never be steered onto a stream's subjects."""
+    return subject.startswith("_INBOX")
+
+
+class BusRefused(Exception):
+    """The NATS server refused our credentials, or we refused its certificate: retrying with the same
+    configuration cannot help."""
+
+
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    if settings.nats_ca_file:
+        return ssl.create_default_context(cafile=settings.nats_ca_file)
+    return None  # tls:// without a CA file: nats-py verifies against the system's CAs
+
+
+def _refusal(exc: Exception, user: str) -> str | None:
+    """What to tell the operator when ``exc`` means the configuration, not the network, is wrong."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the NATS server's certificate is not trusted ({exc.verify_message}):"
+            " set USAGEHUB_NATS_CA_FILE to the CA certificate that signed it"
+        )
+    if "authorization violation" in str(exc).lower():
+        who = f"user {user!r}" if user else "a client without credentials"
+        return (
+            f"the NATS server refused {who}: set USAGEHUB_NATS_USER and USAGEHUB_NATS_PASSWORD"
+            " (or USAGEHUB_NATS_PASSWORD_FILE) to a user of its configuration"
+        )
+    return None
 
 
 # A server that stops answering (paused, partitioned away) keeps its TCP connection open: the client
@@ -78,18 +144,50 @@ def server_urls(url: str) -> list[str]:
     return [part.strip() for part in url.split(",") if part.strip()]
 
 
-async def connect(url: str, name: str) -> NATS:
-    return await nats.connect(
-        server_urls(url),
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        ping_interval=PING_INTERVAL,
-        max_outstanding_pings=MAX_OUTSTANDING_PINGS,
-        error_cb=_on_error,
-        drain_timeout=5,
+async def connect(settings: Settings, name: str) -> NATS:
+    """Connect as ``settings.nats_user`` (empty: no authentication) with that user's inbox prefix.
+
+    An unreachable server is waited for; refused credentials or an untrusted server certificate
+    raise ``BusRefused`` at once.
+    """
+    user = settings.nats_user
+    credentials: dict[str, Any] = {}
+    if user:
+        credentials = {"user": user, "password": settings.nats_password}
+    tls = _tls(settings)
+    if tls is not None:
+        credentials["tls"] = tls
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def on_error(exc: Exception) -> None:
+        refusal = _refusal(exc, user)
+        if refusal is not None and not refused.done():
+            refused.set_result(refusal)
+        log.warning("nats connection problem", client=name, error=repr(exc))
+
+    connecting: asyncio.Future[NATS] = asyncio.ensure_future(
+        nats.connect(
+            server_urls(settings.nats_url),
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            ping_interval=PING_INTERVAL,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
+            error_cb=on_error,
+            drain_timeout=5,
+            inbox_prefix=inbox_prefix(user),
+            **credentials,
+        )
     )
+    either: list[asyncio.Future[Any]] = [connecting, refused]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await connecting
+    raise BusRefused(refused.result())
 
 
 async def close(nc: NATS) -> None:
@@ -104,7 +202,8 @@ async def close(nc: NATS) -> None:
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create the streams if missing; safe when several processes start at once."""
+    """Create the streams if missing; safe when several processes start at once. Only ingest (and the
+    tests' superuser) may: the other roles wait for them with ``wait_for_stream``."""
     configs = [
         StreamConfig(
             name=EVENTS_STREAM,
@@ -140,6 +239,14 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             max_msg_size=REJECTED_MAX_MESSAGE,
             discard=DiscardPolicy.OLD,
         ),
+        StreamConfig(
+            name=NOTIFY_STREAM,
+            subjects=[NOTIFY_SUBJECTS],
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            max_age=7 * 24 * 3600.0,
+            max_bytes=NOTIFY_MAX_BYTES,
+        ),
     ]
     for config in configs:
         try:
@@ -155,6 +262,22 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
                 limited = replace(limited, discard=config.discard)
             with contextlib.suppress(APIError):
                 await js.update_stream(limited)
+
+
+async def wait_for_stream(js: JetStreamContext, stream: str, stop: asyncio.Event) -> bool:
+    """Until ``stream`` exists (ingest creates it); False if ``stop`` is set first."""
+    waiting = False
+    while not stop.is_set():
+        try:
+            await js.stream_info(stream)
+            return True
+        except NotFoundError:
+            if not waiting:
+                log.info("waiting for ingest to create the stream", stream=stream)
+                waiting = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+    return False
 
 
 class AppendError(Exception):

@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from shared.bus import BusRefused
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, SettingsError, load_settings, require_servers
 
@@ -32,6 +33,9 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
 
     try:
         asyncio.run(runner())
+    except BusRefused as exc:  # wrong credentials: a traceback would only hide the one line that matters
+        get_logger(name).error(str(exc))
+        raise SystemExit(1) from None
     except Exception:
         get_logger(name).exception("service failed")
         raise SystemExit(1) from None

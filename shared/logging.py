@@ -8,13 +8,25 @@ import uuid
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 # Log records never carry these, whatever a caller passes: secrets must not reach logs.
-_SECRET_KEYS = frozenset({"token", "authorization", "secret_key", "password", "database_url"})
+_SECRET_KEYS = frozenset(
+    {"token", "authorization", "secret_key", "password", "nats_password", "database_url"}
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its user part replaced, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":[redacted]@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def new_request_id() -> str:

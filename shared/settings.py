@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+# The admin key is compared as given, so its length is all its strength (32 hex characters: 128 bits).
+MIN_SECRET_KEY_LENGTH = 32
 
 
 class SettingsError(ValueError):
@@ -21,9 +24,17 @@ class Settings:
 
     # Empty means "start the embedded server" (``usagehub up``); services require a URL.
     nats_url: str = ""
-    database_url: str = ""
+    # The NATS user this process connects as, which decides what it may publish and subscribe
+    # (shared/bus_permissions.py). Empty: no authentication (a server without users).
+    nats_user: str = ""
+    nats_password: str = field(default="", repr=False)
+    # A mounted secret holding the password (Kubernetes, compose secrets), instead of the variable.
+    nats_password_file: str = ""
+    # CA certificate that signed the NATS server's (tls:// URLs); empty: the system's CAs.
+    nats_ca_file: str = ""
+    database_url: str = field(default="", repr=False)
     # Empty disables the device routes entirely (the heartbeat document's rule).
-    secret_key: str = ""
+    secret_key: str = field(default="", repr=False)
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     data_dir: Path = Path(".usagehub")
@@ -81,6 +92,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 values[f.name] = raw
         except ValueError:
             errors.append(f"{_env_name(f.name)}={raw!r} is not a valid {type(default).__name__}")
+    password_file = str(values.get("nats_password_file", ""))
+    if password_file:
+        if values.get("nats_password"):
+            errors.append("set USAGEHUB_NATS_PASSWORD or USAGEHUB_NATS_PASSWORD_FILE, not both")
+        try:
+            # A secret file usually ends with a newline that is not part of the password.
+            values["nats_password"] = Path(password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            errors.append(f"USAGEHUB_NATS_PASSWORD_FILE: cannot read {password_file} ({exc.strerror})")
     settings = Settings(**values)  # type: ignore[arg-type]
     errors.extend(_validate(settings))
     if errors:
@@ -108,6 +128,17 @@ def _validate(s: Settings) -> list[str]:
         errors.append("USAGEHUB_NATS_URL must be a nats:// or tls:// URL, or several separated by commas")
     if s.database_url and not s.database_url.startswith(("postgres://", "postgresql://")):
         errors.append("USAGEHUB_DATABASE_URL must be a postgresql:// URL")
+    if s.nats_user and not (s.nats_password or s.nats_password_file):
+        errors.append("USAGEHUB_NATS_USER needs USAGEHUB_NATS_PASSWORD or USAGEHUB_NATS_PASSWORD_FILE")
+    if s.nats_password and not s.nats_user:
+        errors.append("a NATS password needs USAGEHUB_NATS_USER")
+    if s.nats_ca_file and not Path(s.nats_ca_file).is_file():
+        errors.append(f"USAGEHUB_NATS_CA_FILE: {s.nats_ca_file} is not a file")
+    if s.secret_key and len(s.secret_key) < MIN_SECRET_KEY_LENGTH:
+        errors.append(
+            f"USAGEHUB_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters"
+            " (openssl rand -hex 32 makes one); empty turns the device and admin routes off"
+        )
     return errors
 
 

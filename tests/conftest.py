@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -21,19 +22,36 @@ from nats.js import JetStreamContext
 from services.gateway.app import init_app
 from services.ingest.__main__ import run as run_ingest
 from services.projector.__main__ import run as run_projector
-from shared.bus import COMMANDS_PREFIX, EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM, connect, ensure_streams
+from shared.bus import COMMANDS_PREFIX, STREAMS, connect, ensure_streams
 from shared.logging import configure_logging
 from shared.settings import Settings
-from tests.servers import nats_server, postgres_server
+from tests.servers import SUPERUSER, NatsServer, nats_server, postgres_server
 
-SECRET = "test-secret-key"
+SECRET = "test-admin-secret-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
-    """One JetStream server for the session."""
-    with nats_server() as url:
-        yield url
+def bus() -> Iterator[NatsServer]:
+    """One JetStream server for the session, with a user per role."""
+    with nats_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def nats_url(bus: NatsServer) -> str:
+    return bus.url
+
+
+def as_user(settings: Settings, bus: NatsServer, user: str) -> Settings:
+    """``settings`` connecting to NATS as ``user``; on a server that is not ours, as the environment's
+    ``USAGEHUB_NATS_USER`` (or without credentials)."""
+    if bus.passwords:
+        return replace(settings, nats_user=user, nats_password=bus.passwords[user])
+    env_user, env_password = (
+        os.environ.get("USAGEHUB_NATS_USER", ""),
+        os.environ.get("USAGEHUB_NATS_PASSWORD", ""),
+    )
+    return replace(settings, nats_user=env_user, nats_password=env_password)
 
 
 @pytest.fixture(scope="session")
@@ -62,11 +80,11 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def nats_client(nats_url: str) -> AsyncIterator[NATS]:
-    """A client on a server whose usagehub streams were just deleted: each test starts empty."""
-    nc = await connect(nats_url, "tests")
+async def nats_client(bus: NatsServer) -> AsyncIterator[NATS]:
+    """A superuser client on a server whose usagehub streams were just deleted: each test starts empty."""
+    nc = await connect(as_user(Settings(nats_url=bus.url), bus, SUPERUSER), "tests")
     js = nc.jetstream()
-    for stream in (EVENTS_STREAM, INTAKE_STREAM, REJECTED_STREAM):
+    for stream in STREAMS:
         with contextlib.suppress(Exception):
             await js.delete_stream(stream)
     await ensure_streams(js)
@@ -80,11 +98,11 @@ def js(nats_client: NATS) -> JetStreamContext:
 
 
 @pytest.fixture
-def settings(nats_client: NATS, nats_url: str, database_url: str) -> Settings:
-    """Settings for services under test (free ports, the test servers, a known admin key)."""
+def settings(nats_client: NATS, bus: NatsServer, database_url: str) -> Settings:
+    """Settings for the gateway under test (free ports, the test servers, a known admin key)."""
     configure_logging("test", "json", "info")
-    return Settings(
-        nats_url=nats_url,
+    gateway = Settings(
+        nats_url=bus.url,
         database_url=database_url,
         secret_key=SECRET,
         http_port=0,
@@ -92,15 +110,21 @@ def settings(nats_client: NATS, nats_url: str, database_url: str) -> Settings:
         log_format="json",
         stats_interval=1.0,
     )
+    return as_user(gateway, bus, "gateway")
 
 
 @dataclass
 class Services:
-    """The ingest and projector running as tasks in the test's event loop."""
+    """The ingest and projector running as tasks in the test's event loop, each as its own NATS user;
+    ``settings`` are the gateway's."""
 
     settings: Settings
     stop: asyncio.Event
     tasks: dict[str, asyncio.Task[None]]
+    bus: NatsServer
+
+    def settings_for(self, user: str) -> Settings:
+        return as_user(self.settings, self.bus, user)
 
     async def stop_service(self, name: str) -> None:
         task = self.tasks.pop(name)
@@ -110,13 +134,13 @@ class Services:
 
     def start_service(self, name: str) -> None:
         runner = {"ingest": run_ingest, "projector": run_projector}[name]
-        self.tasks[name] = asyncio.create_task(runner(self.settings, self.stop), name=name)
+        self.tasks[name] = asyncio.create_task(runner(self.settings_for(name), self.stop), name=name)
 
 
 @pytest.fixture
-async def services(settings: Settings) -> AsyncIterator[Services]:
+async def services(settings: Settings, bus: NatsServer) -> AsyncIterator[Services]:
     """Ingest and projector, started and stopped around the test."""
-    svc = Services(settings, asyncio.Event(), {})
+    svc = Services(settings, asyncio.Event(), {}, bus)
     svc.start_service("ingest")
     svc.start_service("projector")
     await _wait_ready(settings)
@@ -131,7 +155,7 @@ async def services(settings: Settings) -> AsyncIterator[Services]:
 async def _wait_ready(settings: Settings) -> None:
     """Until the installation event is projected and ingest answers commands."""
     conn = await asyncpg.connect(settings.database_url)
-    nc = await connect(settings.nats_url, "tests-ready")
+    nc = await connect(settings, "tests-ready")
     try:
         for _ in range(400):
             with contextlib.suppress(asyncpg.UndefinedTableError):

@@ -1,5 +1,6 @@
-"""Where the tests get their NATS and Postgres: URLs from the environment, testcontainers when a
-Docker engine answers, or else embedded servers started here (the default on a fresh machine)."""
+"""Where the tests get their NATS and Postgres: URLs from the environment, else an embedded NATS
+with the production users plus a test superuser, and Postgres from testcontainers when a Docker
+engine answers, or else embedded (the default on a fresh machine)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,22 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.local.servers import start_nats, start_postgres
+
+# The tests' own connections: may do anything (delete streams, read every subject).
+SUPERUSER = "tests"
+# Named publishers, to show each may publish only under its own name.
+PUBLISHERS = ("alpha", "beta")
+
+
+@dataclass(frozen=True)
+class NatsServer:
+    url: str
+    # Every user's password; empty when the server is not ours (USAGEHUB_TEST_NATS_URL).
+    passwords: dict[str, str] = field(default_factory=dict)
 
 
 @functools.cache
@@ -34,21 +48,21 @@ def _docker_engine() -> bool:
 
 
 @contextlib.contextmanager
-def nats_server() -> Iterator[str]:
-    """A JetStream server URL for the whole test session."""
-    if url := os.environ.get("USAGEHUB_TEST_NATS_URL"):
-        yield url
-        return
-    if _docker_engine():
-        from testcontainers.nats import NatsContainer
+def nats_server() -> Iterator[NatsServer]:
+    """A JetStream server for the whole test session, with a user per role.
 
-        with NatsContainer("nats:2.12-alpine").with_command("-js") as container:
-            yield container.nats_uri()
+    ``USAGEHUB_TEST_NATS_URL`` names a server of yours instead: then every connection uses
+    ``USAGEHUB_NATS_USER``/``USAGEHUB_NATS_PASSWORD`` from the environment (or none), and the tests
+    of the roles' permissions are skipped. Never testcontainers: the server needs the generated users.
+    """
+    if url := os.environ.get("USAGEHUB_TEST_NATS_URL"):
+        yield NatsServer(url)
         return
     store = Path(tempfile.mkdtemp(prefix="usagehub-test-nats-"))
-    server = start_nats(store, log_file=store / "nats.log")
+    server = start_nats(store, log_file=store / "nats.log", publishers=PUBLISHERS, superusers=[SUPERUSER])
     try:
-        yield server.url
+        passwords = {user: path.read_text().strip() for user, path in server.password_files.items()}
+        yield NatsServer(server.url, passwords)
     finally:
         server.stop()
         shutil.rmtree(store, ignore_errors=True)

@@ -27,7 +27,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
 
 
 async def _nats(app: web.Application) -> AsyncIterator[None]:
-    nc = await connect(app[keys.SETTINGS].nats_url, "usagehub-gateway")
+    nc = await connect(app[keys.SETTINGS], "usagehub-gateway")
     app[keys.NATS] = nc
     yield
     await close(nc)

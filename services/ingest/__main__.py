@@ -21,7 +21,7 @@ log = get_logger("ingest")
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, "usagehub-ingest")
+    nc = await connect(settings, "usagehub-ingest")
     js = nc.jetstream()
     await ensure_streams(js, settings.stream_replicas)
     pool = await create_pool(settings.database_url, max_size=5)

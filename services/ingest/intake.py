@@ -19,13 +19,22 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.ingest.context import Ingest
 from services.ingest.handlers import handle
 from shared import metrics
-from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS, PING
+from shared.bus import (
+    COMMANDS_PREFIX,
+    INGEST_QUEUE,
+    INTAKE_STREAM,
+    INTAKE_SUBJECTS,
+    PING,
+    is_inbox,
+    parse_intake_subject,
+)
 from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
 
-# usagehub.ingest.<kind>: the payload other services publish, decoded as this command.
+# usagehub.ingest.<kind>[.<publisher>] (shared.bus.intake_subject): the payload other services
+# publish, decoded as this command.
 INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "beats": RecordBeat,
     "link_usage": RecordLinkUsage,
@@ -51,6 +60,10 @@ def answer_within(command_timeout: float) -> float:
 
 
 async def _answer(ingest: Ingest, msg: Msg, within: float) -> None:
+    if not is_inbox(msg.reply):
+        # Ingest may publish events: an answer steered onto a stream's subject would be appended.
+        log.warning("command without an inbox to answer to, ignored", reply=msg.reply[:100])
+        return
     if msg.subject == COMMANDS_PREFIX + PING:
         with contextlib.suppress(Exception):
             await msg.respond(encoder.encode(Reply(status=200)))
@@ -101,17 +114,6 @@ def _redacted(payload: bytes) -> dict[str, Any]:
     if isinstance(data, dict):
         return {"payload": {k: ("[redacted]" if k.lower() in _SECRET_FIELDS else v) for k, v in data.items()}}
     return _digest(payload)
-
-
-def parse_intake_subject(subject: str) -> tuple[str, str]:
-    """``usagehub.ingest.<kind>`` (the generic publisher) or ``usagehub.ingest.<kind>.<publisher>``:
-    NATS permissions let a named publisher publish only under its own name, so the name is trusted."""
-    tokens = subject.split(".")
-    kind = tokens[2] if len(tokens) > 2 else ""
-    publisher = tokens[3] if len(tokens) == 4 else GENERIC_PUBLISHER
-    if len(tokens) > 4:
-        kind = ""  # no such subject: rejected as an unknown kind
-    return kind, publisher
 
 
 def decode_intake(kind: str, payload: bytes, msg_id: str, publisher: str = GENERIC_PUBLISHER) -> AnyCommand:
@@ -175,11 +177,12 @@ def _digest(payload: bytes) -> dict[str, Any]:
 
 
 async def _take(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
-    kind, publisher = parse_intake_subject(msg.subject)
     headers = msg.headers or {}
     msg_id = headers.get("Nats-Msg-Id") or f"seq:{msg.metadata.sequence.stream}"
+    kind = ""
     try:
-        cmd = decode_intake(kind, msg.data, msg_id, publisher)
+        kind, publisher = parse_intake_subject(msg.subject)
+        cmd = decode_intake(kind, msg.data, msg_id, publisher or GENERIC_PUBLISHER)
     except ValueError as exc:
         await _reject(js, kind, msg, str(exc), 400)
         await msg.ack()

@@ -3,44 +3,196 @@ supervised child processes, in the foreground; SIGINT/SIGTERM stops everything, 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from services.local.servers import Server, free_port, start_nats, start_postgres
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_url
 from shared.settings import Settings
 
 log = get_logger("supervisor")
 
+# Each service connects to NATS as the user of the same name (shared/bus_permissions.py).
 SERVICES = ("ingest", "projector", "gateway")
 
 
 @dataclass
-class Child:
-    service: str
-    env: dict[str, str]
+class Backoff:
+    """The pause before each restart: ``first``, doubling up to ``cap``; back to ``first`` once a run
+    has lasted ``stable`` seconds. It never gives up: a crash loop costs one start per ``cap``."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    stable: float = 60.0
+    _pause: float = 0.0
+
+    def pause_after(self, ran_for: float) -> float:
+        if ran_for >= self.stable or self._pause == 0.0:
+            self._pause = self.first
+        pause = self._pause
+        self._pause = min(self.cap, self._pause * 2)
+        return pause
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _reason(line: str) -> str:
+    """The useful part of a log line: for a JSON record, its exception's last line or its event."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict):
+        return line
+    exception = str(record.get("exception") or "").strip()
+    return exception.splitlines()[-1] if exception else str(record.get("event", line))
+
+
+class StderrTail:
+    """Copies a child's stderr to ours, line by line, and remembers the last line."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.last = ""
+        self._thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            # Keep reading even when our stderr is gone: a child blocked on a full pipe would hang.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.buffer.write(raw)
+                sys.stderr.buffer.flush()
+            if raw.strip():
+                self.last = raw.decode(errors="replace").strip()[:2000]
+        stream.close()
+
+    def wait(self, timeout: float = 1.0) -> None:
+        self._thread.join(timeout)
+
+
+@dataclass
+class Supervised:
+    """One process kept running: started by ``launch``, restarted after ``backoff`` when it exits."""
+
+    name: str
+    launch: Callable[[], subprocess.Popen[bytes]]
+    backoff: Backoff = field(default_factory=Backoff)
+    # Where to read why it stopped, when it is not its stderr (the embedded servers' log files).
+    log_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    tail: StderrTail | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    starts: list[float] = field(default_factory=list)
+    last_exit: str = ""
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", f"services.{self.service}"], env=self.env)
-        log.info("started", child=self.service, pid=self.process.pid)
+        self.started_at = time.monotonic()
+        self.starts.append(self.started_at)
+        self.process = self.launch()
+        if self.process.stderr is not None:
+            self.tail = StderrTail(self.process.stderr)
+        log.info("started", process=self.name, pid=self.process.pid)
+
+    def check(self, now: float) -> None:
+        """Restart it when it has exited and its pause is over; never blocks."""
+        restart_at = self.restart_at
+        if restart_at is None:
+            if self.process is None or self.process.poll() is None:
+                return
+            restart_at = self._exited(now, describe_exit(self.process.returncode))
+        if now < restart_at:
+            return
+        self.restart_at = None
+        try:
+            self.start()
+        except Exception as exc:  # e.g. the old server's processes still hold its port: try again later
+            self.process = None
+            self._exited(time.monotonic(), f"could not start: {exc}")
+
+    def _exited(self, now: float, why: str) -> float:
+        if self.tail is not None:
+            self.tail.wait()
+        if self.log_file is not None:
+            why += f"; see {self.log_file}"
+        elif self.tail is not None and self.tail.last:
+            why += f"; last stderr line: {_reason(self.tail.last)}"
+        pause = self.backoff.pause_after(now - self.started_at)
+        self.restart_at = now + pause
+        self.last_exit = why
+        log.warning(f"{self.name} stopped ({self.last_exit}); restarting in {pause:.1f} s")
+        return self.restart_at
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def supervise(processes: list[Supervised], stopping: Callable[[], bool], tick: float = 0.2) -> None:
+    """Keep every process running until ``stopping()``; each restarts on its own pace."""
+    while not stopping():
+        now = time.monotonic()
+        for p in processes:
+            p.check(now)
+        time.sleep(tick)
+
+
+def _embedded(
+    name: str, start: Callable[[], Server], log_file: Path, servers: dict[str, Server]
+) -> Supervised:
+    """An embedded server restarted on the same port and data, so no URL changes."""
+
+    def launch() -> subprocess.Popen[bytes]:
+        servers[name] = start()
+        return servers[name].process
+
+    return Supervised(name, launch, log_file=log_file)
+
+
+def _service(service: str, env: dict[str, str]) -> Supervised:
+    def launch() -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", f"services.{service}"]
+        return subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+
+    return Supervised(service, launch)
 
 
 def _child_env(settings: Settings, nats_url: str, database_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(
-        USAGEHUB_NATS_URL=nats_url,
-        USAGEHUB_DATABASE_URL=database_url,
-        USAGEHUB_LOG_FORMAT=settings.log_format,
-    )
+    # Children write to a pipe: "auto" would make them choose JSON where we have a terminal.
+    log_format = settings.log_format
+    if log_format == "auto":
+        log_format = "console" if sys.stderr.isatty() else "json"
+    env.update(USAGEHUB_NATS_URL=nats_url, USAGEHUB_DATABASE_URL=database_url, USAGEHUB_LOG_FORMAT=log_format)
     return env
+
+
+def _as_user(env: dict[str, str], user: str, password_file: Path) -> dict[str, str]:
+    env = {k: v for k, v in env.items() if k != "USAGEHUB_NATS_PASSWORD"}
+    return {**env, "USAGEHUB_NATS_USER": user, "USAGEHUB_NATS_PASSWORD_FILE": str(password_file)}
 
 
 def _migrate(database_url: str) -> None:
@@ -60,30 +212,6 @@ def _migrate(database_url: str) -> None:
     asyncio.run(run())
 
 
-@dataclass
-class EmbeddedServer:
-    """An embedded server and how to start it again: same data, same port, so no URL changes."""
-
-    start: Callable[[], Server]
-    server: Server | None = None
-    restarts: list[float] = field(default_factory=list)
-
-    def launch(self) -> Server:
-        self.server = self.start()
-        return self.server
-
-
-def _may_restart(restarts: list[float], what: str) -> bool:
-    """At most five restarts a minute, with a growing pause; then give up (and stop everything)."""
-    now = time.monotonic()
-    restarts[:] = [t for t in restarts if now - t < 60] + [now]
-    if len(restarts) > 5:
-        log.error("keeps failing, stopping everything", process=what)
-        return False
-    time.sleep(min(5.0, 0.5 * len(restarts)))
-    return True
-
-
 def up(settings: Settings) -> int:
     stopping = False
 
@@ -94,56 +222,46 @@ def up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    servers: list[EmbeddedServer] = []
-    children: list[Child] = []
+    servers: dict[str, Server] = {}
+    embedded: list[Supervised] = []
+    children: list[Supervised] = []
     try:
         data_dir = settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         nats_url, database_url = settings.nats_url, settings.database_url
         if not nats_url:
-            port = free_port()
-            nats = EmbeddedServer(lambda: start_nats(data_dir / "nats", port, log_file=data_dir / "nats.log"))
-            servers.append(nats)
-            nats_url = nats.launch().url
+            port, nats_log = free_port(), data_dir / "nats.log"
+            embedded.append(
+                _embedded(
+                    "nats", lambda: start_nats(data_dir / "nats", port, log_file=nats_log), nats_log, servers
+                )
+            )
+            embedded[-1].start()
+            nats_url = servers["nats"].url
             log.info("embedded nats started", url=nats_url, data=str(data_dir / "nats"))
         if not database_url:
-            pg_port = free_port()
-            postgres = EmbeddedServer(lambda: start_postgres(data_dir / "postgres", pg_port))
-            servers.append(postgres)
-            database_url = postgres.launch().url
-            log.info("embedded postgres started", url=database_url, data=str(data_dir / "postgres"))
+            pg_port, pg_dir = free_port(), data_dir / "postgres"
+            embedded.append(
+                _embedded(
+                    "postgres", lambda: start_postgres(pg_dir, pg_port), pg_dir / "postgres.log", servers
+                )
+            )
+            embedded[-1].start()
+            database_url = servers["postgres"].url
+            log.info("embedded postgres started", url=redact_url(database_url), data=str(pg_dir))
         _migrate(database_url)
         env = _child_env(settings, nats_url, database_url)
         for service in SERVICES:
             child_env = dict(env)
+            if "nats" in servers:  # our own server: each service connects as its own role
+                child_env = _as_user(child_env, service, servers["nats"].password_files[service])
             if service != "gateway":
                 child_env["USAGEHUB_METRICS_PORT"] = str(free_port())
-            children.append(Child(service, child_env))
+            children.append(_service(service, child_env))
         for child in children:
             child.start()
         log.info("usagehub is up", url=f"http://{settings.http_host}:{settings.http_port}/")
-        while not stopping:
-            time.sleep(0.2)
-            for embedded in servers:
-                assert embedded.server is not None
-                if embedded.server.process.poll() is None or stopping:
-                    continue
-                name = embedded.server.name
-                log.warning("embedded server exited, restarting", server=name)
-                if not _may_restart(embedded.restarts, name):
-                    return 1
-                try:
-                    embedded.launch()
-                except Exception:  # e.g. the old one's processes still hold its files: try again
-                    log.warning("embedded server did not start", server=name, exc_info=True)
-            for child in children:
-                assert child.process is not None
-                if child.process.poll() is None or stopping:
-                    continue
-                log.warning("child exited, restarting", child=child.service, status=child.process.returncode)
-                if not _may_restart(child.restarts, child.service):
-                    return 1
-                child.start()
+        supervise([*embedded, *children], lambda: stopping)
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -152,13 +270,7 @@ def up(settings: Settings) -> int:
             if child.process is not None and child.process.poll() is None:
                 child.process.terminate()
         for child in children:
-            if child.process is not None:
-                try:
-                    child.process.wait(15)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
-        for embedded in reversed(servers):
-            if embedded.server is not None:
-                embedded.server.stop()
+            child.stop()
+        for name in reversed(list(servers)):
+            servers[name].stop()
         log.info("usagehub stopped")

@@ -7,7 +7,7 @@ from typing import Any
 
 from services.projector.consumer import run_projection
 from services.projector.projections import PROJECTIONS
-from shared.bus import close, connect, ensure_streams
+from shared.bus import EVENTS_STREAM, close, connect, wait_for_stream
 from shared.db import create_pool, migrate
 from shared.lifecycle import run_service
 from shared.logging import get_logger
@@ -18,9 +18,12 @@ log = get_logger("projector")
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, "usagehub-projector")
+    nc = await connect(settings, "usagehub-projector")
     js = nc.jetstream()
-    await ensure_streams(js, settings.stream_replicas)
+    # Only ingest may create the streams; a projector started first waits for them.
+    if not await wait_for_stream(js, EVENTS_STREAM, stop):
+        await close(nc)
+        return
     # One connection per projection (each holds its leader lock) plus one for readiness checks.
     pool = await create_pool(settings.database_url, max_size=len(PROJECTIONS) + 2)
     try:

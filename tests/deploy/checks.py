@@ -38,10 +38,16 @@ COMPOSE_SCHEMA = SCHEMAS / "compose-spec.json"
 # schema that kubernetes-validate ships.
 K8S_VERSIONS: tuple[str, ...] = ("1.30", kubernetes_validate.utils.latest_version())
 # Custom resources that have no schema in kubernetes-validate; each has its own structural check.
-CRD_KINDS: frozenset[tuple[str, str]] = frozenset({("postgresql.cnpg.io/v1", "Cluster")})
+CRD_KINDS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("postgresql.cnpg.io/v1", "Cluster"),
+        ("cert-manager.io/v1", "Certificate"),
+        ("cert-manager.io/v1", "Issuer"),
+    }
+)
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "ReplicaSet", "Pod"})
 # Settings that are secrets: only ever from a Secret, never a literal, never in a ConfigMap.
-SECRET_ENV_VARS = frozenset({"USAGEHUB_SECRET_KEY", "USAGEHUB_DATABASE_URL"})
+SECRET_ENV_VARS = frozenset({"USAGEHUB_SECRET_KEY", "USAGEHUB_DATABASE_URL", "USAGEHUB_NATS_PASSWORD"})
 INFRA_SERVICES = ("nats", "postgres")
 # Keys of the Secret that CloudNativePG generates for a Cluster's application user ("<cluster>-app").
 CNPG_APP_SECRET_KEYS = frozenset(
@@ -408,7 +414,7 @@ def compose_problems(
             if key.startswith("USAGEHUB_") and key not in env_vars:
                 problems.append(f"{name}: {key} is not a setting (shared.settings.ENV_VARS)")
         secret = env.get("USAGEHUB_SECRET_KEY")
-        if secret is not None and not re.fullmatch(r"\$\{USAGEHUB_SECRET_KEY(:?-[^}]*)?\}", secret):
+        if secret is not None and not re.fullmatch(r"\$\{USAGEHUB_SECRET_KEY(:?[-?][^}]*)?\}", secret):
             problems.append(f"{name}: USAGEHUB_SECRET_KEY must come from the host environment, not a literal")
     for name in app_services:
         svc = defined.get(name) or {}
@@ -448,18 +454,101 @@ def compose_problems(
     return problems
 
 
-def nats_config_problems(
-    config_text: str, *, tmp_dir: Path, env: Mapping[str, str] | None = None
-) -> list[str]:
-    """``nats-server -t`` parses the file; every server must fsync every write before acknowledging
-    it: alone, nothing else keeps the write; in a cluster, Jepsen (NATS 2.12.1) lost acknowledged
-    writes without it."""
+def _test_certificates(tmp_dir: Path) -> dict[str, Path]:
+    """A throwaway CA and a server certificate it signed, for ``nats-server -t`` to load."""
+    certs = tmp_dir / "test-certs"
+    if not (certs / "tls.crt").exists():
+        certs.mkdir(exist_ok=True)
+        openssl = find_tool("openssl")
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        ca = ["-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+        for args in (
+            [
+                "req",
+                "-x509",
+                *key,
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ],
+            ["req", *key, "-subj", "/CN=nats", "-keyout", "tls.key", "-out", "tls.csr"],
+            ["x509", "-req", "-in", "tls.csr", *ca, "-out", "tls.crt"],
+        ):
+            done = run([openssl, *args], cwd=certs)
+            if done.returncode != 0:
+                pytest.fail(f"openssl {args[0]} failed: {done.stderr}")
+    return {"cert_file": certs / "tls.crt", "key_file": certs / "tls.key", "ca_file": certs / "ca.crt"}
+
+
+_TLS_FILE = re.compile(r"^(\s*)(cert_file|key_file|ca_file)\s*:\s*\S+\s*$", re.M)
+_PASSWORD_VARIABLE = re.compile(r"\$(NATS_[A-Z0-9_]+_PASSWORD)\b")
+
+
+def _required(value: str | None, variable: str) -> bool:
+    """``${VARIABLE:?message}``: compose refuses to start when the host does not set it."""
+    return value is not None and re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", value) is not None
+
+
+def compose_secret_problems(compose: Mapping[str, Any], nats_users: Iterable[str]) -> list[str]:
+    """Compose starts only with every secret set on the host, and each service gets its own NATS user."""
     problems: list[str] = []
+    defined: Mapping[str, Any] = compose.get("services") or {}
+    postgres = service_environment(defined.get("postgres") or {})
+    if not _required(postgres.get("POSTGRES_PASSWORD"), "POSTGRES_PASSWORD"):
+        problems.append("postgres: POSTGRES_PASSWORD must be required: ${POSTGRES_PASSWORD:?message}")
+    gateway = service_environment(defined.get("gateway") or {})
+    if not _required(gateway.get("USAGEHUB_SECRET_KEY"), "USAGEHUB_SECRET_KEY"):
+        problems.append("gateway: USAGEHUB_SECRET_KEY must be required: ${USAGEHUB_SECRET_KEY:?message}")
+    nats = service_environment(defined.get("nats") or {})
+    for user in nats_users:
+        variable = f"NATS_{user.upper()}_PASSWORD"
+        if not _required(nats.get(variable), variable):
+            problems.append(f"nats: {variable} must be required: ${{{variable}:?message}}")
+    for name in ("gateway", "ingest", "projector"):
+        env = service_environment(defined.get(name) or {})
+        if env.get("USAGEHUB_NATS_USER") != name:
+            problems.append(f"{name}: USAGEHUB_NATS_USER must be {name}, its own NATS user")
+        variable = f"NATS_{name.upper()}_PASSWORD"
+        if not _required(env.get("USAGEHUB_NATS_PASSWORD"), variable):
+            problems.append(f"{name}: USAGEHUB_NATS_PASSWORD must be ${{{variable}:?message}}")
+        if "${POSTGRES_PASSWORD:?" not in str(env.get("USAGEHUB_DATABASE_URL")):
+            problems.append(f"{name}: the database URL must carry the required POSTGRES_PASSWORD")
+    return problems
+
+
+def nats_config_problems(
+    config_text: str,
+    *,
+    tmp_dir: Path,
+    env: Mapping[str, str] | None = None,
+    files: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``nats-server -t`` parses the file (with the ``files`` it includes, placeholder passwords and,
+    where it names certificate files, test certificates); clients must authenticate; every server
+    must fsync every write before acknowledging it: alone, nothing else keeps the write; in a
+    cluster, Jepsen (NATS 2.12.1) lost acknowledged writes without it."""
+    problems: list[str] = []
+    files = dict(files or {})
+    for name, text in files.items():
+        (tmp_dir / name).write_text(text)
+    included = re.findall(r"^\s*include\s+\"?(?:\./)?([^\s\"]+)", config_text, re.M)
+    everything = "\n".join([config_text, *(files.get(name, "") for name in included)])
+    if _TLS_FILE.search(config_text):
+        certs = _test_certificates(tmp_dir)
+        config_text = _TLS_FILE.sub(lambda m: f"{m.group(1)}{m.group(2)}: {certs[m.group(2)]}", config_text)
     conf = tmp_dir / "nats-check.conf"
     conf.write_text(config_text)
-    result = run([find_tool("nats-server"), "-t", "-c", str(conf)], env=env)
+    passwords = {name: "check-only-password" for name in _PASSWORD_VARIABLE.findall(everything)}
+    result = run([find_tool("nats-server"), "-t", "-c", str(conf)], env={**passwords, **(env or {})})
     if result.returncode != 0:
         problems.append(f"nats-server -t rejects the configuration: {result.stderr.strip()}")
+    if not re.search(r"^\s*authorization\s*\{", everything, re.M) or "no_auth_user" in everything:
+        problems.append("NATS accepts clients without credentials (no authorization users)")
     jetstream = re.search(r"^\s*jetstream\s*\{(.*?)^\s*\}", config_text, re.S | re.M)
     if jetstream is None:
         problems.append("JetStream is not enabled")
@@ -621,6 +710,70 @@ def cnpg_cluster_problems(obj: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where}: spec.postgresql.parameters.{key} must be a string")
     if spec.get("primaryUpdateStrategy", "unsupervised") not in {"unsupervised", "supervised"}:
         problems.append(f"{where}: spec.primaryUpdateStrategy must be unsupervised or supervised")
+    return problems
+
+
+CERTIFICATE_SPEC_FIELDS = frozenset(
+    {
+        "additionalOutputFormats",
+        "commonName",
+        "dnsNames",
+        "duration",
+        "emailAddresses",
+        "encodeUsagesInRequest",
+        "ipAddresses",
+        "isCA",
+        "issuerRef",
+        "keystores",
+        "literalSubject",
+        "nameConstraints",
+        "otherNames",
+        "privateKey",
+        "renewBefore",
+        "renewBeforePercentage",
+        "revisionHistoryLimit",
+        "secretName",
+        "secretTemplate",
+        "subject",
+        "uris",
+        "usages",
+    }
+)
+ISSUER_TYPES = frozenset({"acme", "ca", "selfSigned", "vault", "venafi"})
+KEY_USAGES = frozenset(
+    {"signing", "digital signature", "key encipherment", "server auth", "client auth", "cert sign"}
+)
+_GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$")
+
+
+def cert_manager_problems(obj: Mapping[str, Any], objects: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Structural check of a cert-manager Certificate or Issuer (no schema in kubernetes-validate)."""
+    where = ident(obj)
+    spec = obj.get("spec")
+    if obj.get("apiVersion") != "cert-manager.io/v1" or not isinstance(spec, dict):
+        return [f"{where}: not a cert-manager.io/v1 object with a spec"]
+    if obj.get("kind") == "Issuer":
+        kinds = ISSUER_TYPES & set(spec)
+        if len(kinds) != 1 or set(spec) - ISSUER_TYPES:
+            return [f"{where}: spec must be exactly one of {sorted(ISSUER_TYPES)}"]
+        if "ca" in spec and not isinstance((spec["ca"] or {}).get("secretName"), str):
+            return [f"{where}: spec.ca.secretName is missing"]
+        return []
+    problems = [f"{where}: unknown field spec.{key}" for key in sorted(set(spec) - CERTIFICATE_SPEC_FIELDS)]
+    if not isinstance(spec.get("secretName"), str):
+        problems.append(f"{where}: spec.secretName is missing")
+    issuer = spec.get("issuerRef") or {}
+    issuers = {o["metadata"]["name"] for o in objects if o.get("kind") == "Issuer"}
+    if issuer.get("kind", "Issuer") == "Issuer" and issuer.get("name") not in issuers:
+        problems.append(f"{where}: spec.issuerRef names no Issuer in the render")
+    if not spec.get("dnsNames") and not spec.get("commonName"):
+        problems.append(f"{where}: needs dnsNames or a commonName")
+    for key in ("duration", "renewBefore"):
+        if key in spec and not _GO_DURATION.match(str(spec[key])):
+            problems.append(f"{where}: spec.{key} must be a duration such as 2160h")
+    for usage in spec.get("usages", []):
+        if usage not in KEY_USAGES:
+            problems.append(f"{where}: unknown usage {usage!r}")
     return problems
 
 
@@ -822,6 +975,22 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
 
 
+def _label_selector_matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions); an empty one selects everything."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if (
+            (operator == "In" and labels.get(key) not in values)
+            or (operator == "NotIn" and labels.get(key) in values)
+            or (operator == "Exists" and key not in labels)
+            or (operator == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
 def _pod_labels(objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [
         o["spec"]["template"]["metadata"].get("labels", {})
@@ -920,11 +1089,12 @@ def nats_problems(objects: list[dict[str, Any]], tmp_dir: Path) -> list[str]:
     pod = sts["spec"]["template"]["spec"]
     config_maps = [v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v]
     maps = configmaps(objects)
-    texts = [maps[name]["nats.conf"] for name in config_maps if "nats.conf" in maps.get(name, {})]
-    if len(texts) != 1:
+    mounted = [maps[name] for name in config_maps if "nats.conf" in maps.get(name, {})]
+    if len(mounted) != 1:
         return [*problems, "StatefulSet/nats does not mount one ConfigMap with nats.conf"]
-    text = texts[0]
-    problems += nats_config_problems(text, tmp_dir=tmp_dir, env={"POD_NAME": "nats-0"})
+    text = mounted[0]["nats.conf"]
+    others = {k: v for k, v in mounted[0].items() if k != "nats.conf"}
+    problems += nats_config_problems(text, tmp_dir=tmp_dir, env={"POD_NAME": "nats-0"}, files=others)
     routes = re.findall(r"nats://([a-z0-9.-]+):6222", text)
     if replicas > 1:
         expected = [f"{sts['metadata']['name']}-{i}.{sts['spec']['serviceName']}" for i in range(replicas)]
@@ -950,6 +1120,175 @@ def nats_problems(objects: list[dict[str, Any]], tmp_dir: Path) -> list[str]:
     for value in stream_replicas:
         if int(value) > replicas:
             problems.append(f"USAGEHUB_STREAM_REPLICAS={value} but NATS has only {replicas} server(s)")
+    return problems
+
+
+def _workload_labels(objects: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["metadata"].get("labels", {})
+        for o in objects
+        if o.get("kind") in {"Deployment", "StatefulSet", "DaemonSet"}
+    }
+
+
+def _nats_config(objects: list[dict[str, Any]]) -> dict[str, str]:
+    (sts,) = find_objects(objects, "StatefulSet", "nats")
+    names = [
+        v["configMap"]["name"] for v in sts["spec"]["template"]["spec"].get("volumes", []) if "configMap" in v
+    ]
+    maps = configmaps(objects)
+    return next((maps[n] for n in names if "nats.conf" in maps.get(n, {})), {})
+
+
+def nats_credentials_problems(objects: list[dict[str, Any]], nats_users: Iterable[str]) -> list[str]:
+    """The NATS server gets every user's password from one Secret (NATS_<USER>_PASSWORD), and each
+    service connects as its own user with that user's key of the same Secret."""
+    problems: list[str] = []
+    (sts,) = find_objects(objects, "StatefulSet", "nats")
+    (nats,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "nats"]
+    server_env = {v["name"]: v.get("valueFrom", {}).get("secretKeyRef") for v in nats.get("env", [])}
+    secret_names = set()
+    for user in nats_users:
+        ref = server_env.get(f"NATS_{user.upper()}_PASSWORD")
+        if not ref or ref["key"] != user:
+            problems.append(
+                f"StatefulSet/nats: NATS_{user.upper()}_PASSWORD must come from a Secret's key {user}"
+            )
+        else:
+            secret_names.add(ref["name"])
+    if len(secret_names) > 1:
+        problems.append(f"StatefulSet/nats: the passwords come from several Secrets {sorted(secret_names)}")
+    for obj in objects:
+        pod = pod_spec(obj)
+        for container in containers(pod or {}):
+            service = app_service(container)
+            if service is None:
+                continue
+            env = {v["name"]: v for v in container.get("env", [])}
+            where = f"{ident(obj)} container {container['name']}"
+            if env.get("USAGEHUB_NATS_USER", {}).get("value") != service:
+                problems.append(f"{where}: USAGEHUB_NATS_USER must be {service}, its own NATS user")
+            ref = env.get("USAGEHUB_NATS_PASSWORD", {}).get("valueFrom", {}).get("secretKeyRef") or {}
+            if ref.get("key") != service or ref.get("name") not in secret_names:
+                problems.append(
+                    f"{where}: USAGEHUB_NATS_PASSWORD must be key {service} of the NATS server's Secret"
+                )
+    return problems
+
+
+def _covers(dns_names: Iterable[str], host: str) -> bool:
+    for name in dns_names:
+        if name == host or (name.startswith("*.") and host.split(".", 1)[-1] == name[2:] and "." in host):
+            return True
+    return False
+
+
+def tls_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """NATS speaks TLS on the client port and the routes with a cert-manager certificate that names
+    every host clients and peers dial; the services use tls:// and check it against the CA, mounted
+    from the Secret without the servers' key."""
+    problems: list[str] = []
+    config = _nats_config(objects).get("nats.conf", "")
+    cluster = re.search(r"^cluster\s*\{(.*)^\}", config, re.S | re.M)
+    outside = config.replace(cluster.group(0), "") if cluster else config
+    if not re.search(r"^tls\s*\{", outside, re.M):
+        problems.append("NATS: no tls block for the client port")
+    if cluster is None or not re.search(r"^\s*tls\s*\{", cluster.group(1), re.M):
+        problems.append("NATS: no tls block for the cluster routes")
+    elif "verify: true" not in cluster.group(1):
+        problems.append("NATS: the routes must verify their peers (verify: true)")
+    (sts,) = find_objects(objects, "StatefulSet", "nats")
+    pod = sts["spec"]["template"]["spec"]
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+    (nats,) = [c for c in pod["containers"] if c["name"] == "nats"]
+    mounted = {m["mountPath"]: secret_volumes.get(m["name"]) for m in nats.get("volumeMounts", [])}
+    files = re.findall(r"(?:cert_file|key_file|ca_file)\s*:\s*(\S+)", config)
+    secrets_used = {mounted.get(str(Path(f).parent)) for f in files}
+    certificates = {c["spec"].get("secretName"): c for c in find_objects(objects, "Certificate")}
+    if not files or None in secrets_used or len(secrets_used) != 1:
+        return [*problems, "NATS: the TLS files must all come from one mounted Secret"]
+    (secret,) = secrets_used
+    certificate = certificates.get(secret)
+    if certificate is None:
+        return [*problems, f"NATS: no cert-manager Certificate fills the Secret {secret}"]
+    settings = next((m for n, m in configmaps(objects).items() if n.startswith("usagehub-config")), {})
+    url = settings.get("USAGEHUB_NATS_URL", "")
+    if not url.startswith("tls://"):
+        problems.append(f"USAGEHUB_NATS_URL {url!r} must be a tls:// URL")
+    hosts = [url.split("://")[-1].split(":")[0], *re.findall(r"nats://([a-z0-9.-]+):6222", config)]
+    for host in hosts:
+        if not _covers(certificate["spec"].get("dnsNames", []), host):
+            problems.append(f"Certificate/{certificate['metadata']['name']} does not name {host}")
+    ca_file = settings.get("USAGEHUB_NATS_CA_FILE", "")
+    for obj in find_objects(objects, "Deployment"):
+        spec = obj["spec"]["template"]["spec"]
+        volumes = {v["name"]: v.get("secret") for v in spec.get("volumes", [])}
+        for container in spec["containers"]:
+            if app_service(container) is None:
+                continue
+            where = f"{ident(obj)} container {container['name']}"
+            mount = next(
+                (m for m in container.get("volumeMounts", []) if m["mountPath"] == str(Path(ca_file).parent)),
+                None,
+            )
+            source = volumes.get(mount["name"]) if mount else None
+            if not ca_file or source is None or source.get("secretName") not in certificates:
+                problems.append(f"{where}: USAGEHUB_NATS_CA_FILE must be mounted from a certificate's Secret")
+            elif [i["key"] for i in source.get("items", [])] != ["ca.crt"]:
+                problems.append(
+                    f"{where}: mount only ca.crt of {source['secretName']}, never the servers' key"
+                )
+    return problems
+
+
+def network_policy_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """NetworkPolicies let only the services reach NATS (4222) and Postgres (5432); NATS routes only
+    from NATS, and no rule opens those ports to every pod or an address block."""
+    problems: list[str] = []
+    workloads = _workload_labels(objects)
+    services = {"gateway", "ingest", "projector"}
+    (cluster,) = find_objects(objects, "Cluster") or [None]
+    targets = {
+        "NATS": ({"app.kubernetes.io/name": "nats"}, 4222),
+        "Postgres": ({"cnpg.io/cluster": cluster["metadata"]["name"]} if cluster else {}, 5432),
+    }
+    policies = find_objects(objects, "NetworkPolicy")
+    for what, (pod_labels, port) in targets.items():
+        guarding = [
+            p
+            for p in policies
+            if pod_labels
+            and _label_selector_matches(p["spec"]["podSelector"], pod_labels)
+            and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        ]
+        if not guarding:
+            problems.append(f"no NetworkPolicy guards {what}")
+            continue
+        reached_by: set[str] = set()
+        for policy in guarding:
+            name = f"NetworkPolicy/{policy['metadata']['name']}"
+            for rule in policy["spec"].get("ingress", []):
+                if rule.get("ports") and port not in {p.get("port") for p in rule["ports"]}:
+                    continue
+                for peer in rule.get("from") or [{}]:
+                    if "ipBlock" in peer or not peer.get("podSelector"):
+                        problems.append(f"{name}: {what} port {port} is open to any pod")
+                        continue
+                    selected = {
+                        n
+                        for n, labels in workloads.items()
+                        if _label_selector_matches(peer["podSelector"], labels)
+                    }
+                    # Besides the services: the target's own pods (replicas), or pods of other
+                    # namespaces that carry an explicit label.
+                    own = _label_selector_matches(peer["podSelector"], pod_labels)
+                    if not selected and not own and "namespaceSelector" not in peer:
+                        problems.append(f"{name}: a peer selects no pods")
+                    if selected - services:
+                        problems.append(f"{name}: {sorted(selected - services)} may reach {what} port {port}")
+                    reached_by |= selected
+        if not services <= reached_by:
+            problems.append(f"{what}: {sorted(services - reached_by)} cannot reach port {port}")
     return problems
 
 

@@ -13,13 +13,17 @@ import pytest
 from .checks import REPO_ROOT, Rendered, find_tool, render_kustomization
 
 
-def _settings_module() -> ModuleType:
-    """``shared.settings``, importable from an installed project or from the work tree."""
+def _project_module(name: str) -> ModuleType:
+    """A module of the project, importable from an installed project or from the work tree."""
     try:
-        return importlib.import_module("shared.settings")
+        return importlib.import_module(name)
     except ModuleNotFoundError:
         sys.path.insert(0, str(REPO_ROOT))
-        return importlib.import_module("shared.settings")
+        return importlib.import_module(name)
+
+
+def _settings_module() -> ModuleType:
+    return _project_module("shared.settings")
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +35,12 @@ def env_vars() -> frozenset[str]:
 @pytest.fixture(scope="session")
 def settings_module() -> ModuleType:
     return _settings_module()
+
+
+@pytest.fixture(scope="session")
+def bus_permissions() -> ModuleType:
+    """``shared.bus_permissions``: the NATS users and the authorization.conf they are rendered into."""
+    return _project_module("shared.bus_permissions")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -15,6 +16,7 @@ from .checks import (
     check_jsonschema_problems,
     code_services,
     compose_problems,
+    compose_secret_problems,
     nats_config_problems,
     project_scripts,
     service_environment,
@@ -73,7 +75,11 @@ def test_compose_rules_report_a_broken_copy(tmp_path: Path, env_vars: frozenset[
     text = broken(text, "  projector:\n", "  projektor:\n")
     text = broken(text, "/healthz?js-enabled-only=true", "/varz")
     text = broken(text, "postgres-data:/var/lib/postgresql", "postgres-data:/var/lib/postgresql/data")
-    text = broken(text, "USAGEHUB_SECRET_KEY: ${USAGEHUB_SECRET_KEY:-}", "USAGEHUB_SECRET_KEY: hunter2")
+    text = broken(
+        text,
+        "USAGEHUB_SECRET_KEY: ${USAGEHUB_SECRET_KEY:?set USAGEHUB_SECRET_KEY (docs/operations.md)}",
+        "USAGEHUB_SECRET_KEY: hunter2",
+    )
     text = broken(
         text,
         "    migrate:\n      condition: service_completed_successfully",
@@ -101,7 +107,49 @@ def test_services_get_their_settings_and_secret_from_the_environment(env_vars: f
         assert "@postgres:5432/" in str(env["USAGEHUB_DATABASE_URL"])
         assert env["USAGEHUB_LOG_FORMAT"] == "json"
         assert env["USAGEHUB_HTTP_HOST"] == "0.0.0.0"
-    assert service_environment(services["gateway"])["USAGEHUB_SECRET_KEY"] == "${USAGEHUB_SECRET_KEY:-}"
+    assert str(service_environment(services["gateway"])["USAGEHUB_SECRET_KEY"]).startswith(
+        "${USAGEHUB_SECRET_KEY:?"
+    )
+
+
+def test_compose_refuses_to_start_without_its_secrets_and_gives_each_service_its_nats_user(
+    bus_permissions: ModuleType,
+) -> None:
+    assert compose_secret_problems(load(COMPOSE), bus_permissions.ROLES) == []
+
+
+def test_secret_check_reports_a_broken_copy(tmp_path: Path, bus_permissions: ModuleType) -> None:
+    text = COMPOSE.read_text()
+    for old, new in (
+        (
+            "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?",
+            "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-dev}${UNUSED:?",
+        ),
+        (
+            "USAGEHUB_SECRET_KEY: ${USAGEHUB_SECRET_KEY:?set",
+            "USAGEHUB_SECRET_KEY: ${USAGEHUB_SECRET_KEY:-}${X:?set",
+        ),
+        (
+            "      NATS_OPERATOR_PASSWORD: ${NATS_OPERATOR_PASSWORD:?",
+            "      NATS_OPERATOR: ${NATS_OPERATOR_PASSWORD:?",
+        ),
+        ("USAGEHUB_NATS_USER: projector", "USAGEHUB_NATS_USER: ingest"),
+        (
+            "USAGEHUB_NATS_PASSWORD: ${NATS_INGEST_PASSWORD:?",
+            "USAGEHUB_NATS_PASSWORD: ${NATS_GATEWAY_PASSWORD:?",
+        ),
+    ):
+        text = broken(text, old, new)
+    copy = tmp_path / "docker-compose.yml"
+    copy.write_text(text)
+
+    problems = "\n".join(compose_secret_problems(load(copy), bus_permissions.ROLES))
+
+    assert "postgres: POSTGRES_PASSWORD must be required" in problems
+    assert "gateway: USAGEHUB_SECRET_KEY must be required" in problems
+    assert "nats: NATS_OPERATOR_PASSWORD must be required" in problems
+    assert "projector: USAGEHUB_NATS_USER must be projector" in problems
+    assert "ingest: USAGEHUB_NATS_PASSWORD must be ${NATS_INGEST_PASSWORD:?message}" in problems
 
 
 def test_app_healthchecks_run_the_image_script_on_the_service_port() -> None:
@@ -119,14 +167,34 @@ def test_app_healthchecks_run_the_image_script_on_the_service_port() -> None:
         ]
 
 
+AUTHORIZATION = {"authorization.conf": (NATS_CONF.parent / "authorization.conf").read_text()}
+
+
 def test_nats_configuration_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
-    assert nats_config_problems(NATS_CONF.read_text(), tmp_dir=tmp_path) == []
+    problems = nats_config_problems(NATS_CONF.read_text(), tmp_dir=tmp_path, files=AUTHORIZATION)
+    assert problems == []
 
 
 def test_nats_configuration_check_reports_a_broken_copy(tmp_path: Path) -> None:
     text = NATS_CONF.read_text()
     no_fsync = broken(text, "  sync_interval: always\n", "")
     typo = broken(text, "max_file_store", "max_file_stor")
+    anonymous = broken(text, "include ./authorization.conf", "")
 
-    assert "sync_interval: always" in "\n".join(nats_config_problems(no_fsync, tmp_dir=tmp_path))
-    assert "nats-server -t rejects" in "\n".join(nats_config_problems(typo, tmp_dir=tmp_path))
+    def problems(config: str) -> str:
+        return "\n".join(nats_config_problems(config, tmp_dir=tmp_path, files=AUTHORIZATION))
+
+    assert "sync_interval: always" in problems(no_fsync)
+    assert "nats-server -t rejects" in problems(typo)
+    assert "NATS accepts clients without credentials" in "\n".join(
+        nats_config_problems(anonymous, tmp_dir=tmp_path)
+    )
+
+
+def test_the_nats_users_are_rendered_from_the_permission_table(bus_permissions: ModuleType) -> None:
+    """compose's and Kubernetes' copies are what `usagehub nats-authorization` prints now; the embedded
+    server renders the same table itself (services/local/servers.py)."""
+    for copy in (NATS_CONF.parent, REPO_ROOT / "deploy" / "k8s" / "base"):
+        assert (copy / "authorization.conf").read_text() == bus_permissions.authorization_file(), (
+            f"run: usagehub nats-authorization > {copy.relative_to(REPO_ROOT)}/authorization.conf"
+        )

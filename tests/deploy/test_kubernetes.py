@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -15,16 +16,20 @@ import yaml
 from .checks import (
     CRD_KINDS,
     Rendered,
+    cert_manager_problems,
     cnpg_cluster_problems,
     code_services,
     configmaps,
     env_problems,
     find_objects,
+    nats_credentials_problems,
     nats_problems,
+    network_policy_problems,
     render_kustomization,
     schema_problems,
     secret_reference_problems,
     secrets,
+    tls_problems,
     wiring_problems,
     workload_problems,
 )
@@ -32,7 +37,10 @@ from .checks import (
 OVERLAYS = ("base", "dev", "prod")
 # Secrets that production operators create by hand (docs/operations.md); everything else must be
 # rendered or come from CloudNativePG.
-OPERATOR_SECRETS = {"usagehub-secrets": {"secret-key"}}
+OPERATOR_SECRETS = {
+    "usagehub-secrets": {"secret-key"},
+    "nats-credentials": {"ingest", "gateway", "projector", "publisher", "operator"},
+}
 
 
 def broken(path: Path, old: str, new: str) -> None:
@@ -87,15 +95,19 @@ def test_kustomize_reports_a_broken_copy(k8s_copy: Path) -> None:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_matches_the_kubernetes_schema(rendered: dict[str, Rendered], overlay: str) -> None:
-    problems, custom = schema_problems(rendered[overlay].objects)
+    objects = rendered[overlay].objects
+    problems, custom = schema_problems(objects)
     assert problems == []
-    # Only the CloudNativePG Cluster of prod is left to the structural check.
-    expected = find_objects(rendered[overlay].objects, "Cluster")
+    # Only prod's custom resources (CloudNativePG, cert-manager) are left to the structural checks.
+    expected = [o for o in objects if o["kind"] in {"Cluster", "Certificate", "Issuer"}]
     assert custom == expected
     assert (overlay == "prod") == bool(expected)
     for obj in custom:
         assert (obj["apiVersion"], obj["kind"]) in CRD_KINDS
-        assert cnpg_cluster_problems(obj) == []
+        if obj["kind"] == "Cluster":
+            assert cnpg_cluster_problems(obj) == []
+        else:
+            assert cert_manager_problems(obj, objects) == []
 
 
 def test_schema_check_reports_a_broken_copy(k8s_copy: Path) -> None:
@@ -120,7 +132,7 @@ def test_schema_check_reports_a_broken_copy(k8s_copy: Path) -> None:
     assert "Deployment/projector" in text and "'9100' is not of type 'integer'" in text
     # A custom resource that is not explicitly allowed is a failure, not a silent skip.
     assert "Couldn't find schema for kind Cluster with api version postgresql.cnpg.io/v2" in text
-    assert custom == []
+    assert sorted(o["kind"] for o in custom) == ["Certificate", "Certificate", "Issuer", "Issuer"]
 
 
 def test_cloudnativepg_check_reports_a_broken_copy(k8s_copy: Path) -> None:
@@ -136,8 +148,8 @@ def test_cloudnativepg_check_reports_a_broken_copy(k8s_copy: Path) -> None:
 
     objects = render_ok(k8s_copy / "overlays" / "prod")
     _, custom = schema_problems(objects)
-    assert len(custom) == 1
-    problems = "\n".join(cnpg_cluster_problems(custom[0]))
+    (cluster,) = [o for o in custom if o["kind"] == "Cluster"]
+    problems = "\n".join(cnpg_cluster_problems(cluster))
 
     assert "spec.instances must be a positive integer" in problems
     assert "unknown field spec.storag" in problems
@@ -330,14 +342,17 @@ def test_nats_check_reports_a_broken_copy(k8s_copy: Path, tmp_path: Path) -> Non
         "USAGEHUB_STREAM_REPLICAS=3",
     )
     broken(k8s_copy / "base" / "nats-cluster.conf", "    nats://nats-2.nats-headless:6222\n", "")
-    broken(k8s_copy / "base" / "nats-cluster.conf", "  sync_interval: always\n", "")
+    broken(k8s_copy / "overlays" / "prod" / "nats-cluster-tls.conf", "include ./authorization.conf\n", "")
+    broken(k8s_copy / "overlays" / "prod" / "nats-cluster-tls.conf", "  sync_interval: always\n", "")
 
     dev = "\n".join(nats_problems(render_ok(k8s_copy / "overlays" / "dev"), tmp_path))
+    base = "\n".join(nats_problems(render_ok(k8s_copy / "base"), tmp_path))
     prod = "\n".join(nats_problems(render_ok(k8s_copy / "overlays" / "prod"), tmp_path))
 
     assert "sync_interval: always" in dev
     assert "USAGEHUB_STREAM_REPLICAS=3 but NATS has only 1 server(s)" in dev
-    assert "do not match the 3 StatefulSet pods" in prod
+    assert "do not match the 3 StatefulSet pods" in base
+    assert "NATS accepts clients without credentials" in prod
     assert "sync_interval: always" in prod
 
 
@@ -350,3 +365,100 @@ def test_dev_postgres_is_a_statefulset_and_prod_uses_cloudnativepg(rendered: dic
     assert not find_objects(rendered["prod"].objects, "StatefulSet", "postgres")
     (cluster,) = find_objects(rendered["prod"].objects, "Cluster")
     assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+
+
+# ------------------------------------------------------------------- who reaches NATS and Postgres
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_has_a_user_per_role_and_each_service_connects_as_its_own(
+    rendered: dict[str, Rendered], overlay: str, bus_permissions: ModuleType
+) -> None:
+    objects = rendered[overlay].objects
+    assert nats_credentials_problems(objects, bus_permissions.ROLES) == []
+    config = configmaps(objects)
+    (nats_config,) = [data for name, data in config.items() if name.startswith("nats-config")]
+    assert nats_config["authorization.conf"] == bus_permissions.authorization_file()
+
+
+def test_nats_credentials_check_reports_a_broken_copy(k8s_copy: Path, bus_permissions: ModuleType) -> None:
+    def wrong_user(deployment: dict[str, Any]) -> None:
+        for var in container(deployment)["env"]:
+            if var["name"] == "USAGEHUB_NATS_USER":
+                var["value"] = "ingest"
+
+    edit_yaml(k8s_copy / "base" / "projector.yaml", "Deployment", "projector", wrong_user)
+    broken(
+        k8s_copy / "base" / "nats.yaml", "- name: NATS_OPERATOR_PASSWORD", "- name: NATS_OPERATOR_PASSWORT"
+    )
+
+    problems = "\n".join(
+        nats_credentials_problems(render_ok(k8s_copy / "overlays" / "dev"), bus_permissions.ROLES)
+    )
+
+    assert "container projector: USAGEHUB_NATS_USER must be projector" in problems
+    assert "NATS_OPERATOR_PASSWORD must come from a Secret's key operator" in problems
+
+
+def test_prod_speaks_tls_to_nats_and_guards_nats_and_postgres(rendered: dict[str, Rendered]) -> None:
+    prod = rendered["prod"].objects
+    assert tls_problems(prod) == []
+    assert network_policy_problems(prod) == []
+    # dev is one namespace on a laptop cluster: neither TLS nor policies.
+    assert tls_problems(rendered["dev"].objects)
+    assert find_objects(rendered["dev"].objects, "NetworkPolicy") == []
+
+
+def test_tls_check_reports_a_broken_copy(k8s_copy: Path) -> None:
+    prod = k8s_copy / "overlays" / "prod"
+    broken(
+        prod / "kustomization.yaml",
+        "USAGEHUB_NATS_URL=tls://nats:4222",
+        "USAGEHUB_NATS_URL=nats://nats-client:4222",
+    )
+    broken(prod / "nats-cluster-tls.conf", "    verify: true\n", "")
+    broken(
+        prod / "patches" / "nats-ca.yaml", "              - key: ca.crt\n                path: ca.crt\n", ""
+    )
+
+    problems = "\n".join(tls_problems(render_ok(prod)))
+
+    assert "USAGEHUB_NATS_URL 'nats://nats-client:4222' must be a tls:// URL" in problems
+    assert "Certificate/nats-server does not name nats-client" in problems
+    assert "NATS: the routes must verify their peers" in problems
+    assert "mount only ca.crt of nats-tls" in problems
+
+
+def test_network_policy_check_reports_a_broken_copy(k8s_copy: Path) -> None:
+    path = k8s_copy / "overlays" / "prod" / "network-policies.yaml"
+    broken(path, "values: [gateway, ingest, projector]", "values: [gateway, ingest]")
+    broken(path, "values: [gateway, ingest, projector]", "values: [gateway, ingest, projector, nats]")
+    text = path.read_text()
+    path.write_text(
+        text.replace(
+            "        - namespaceSelector: {}\n          podSelector:",
+            "        - namespaceSelector: {}\n          podSelecto:",
+            1,
+        )
+    )
+
+    problems = "\n".join(network_policy_problems(render_ok(k8s_copy / "overlays" / "prod")))
+
+    assert "NATS: ['projector'] cannot reach port 4222" in problems
+    assert "NetworkPolicy/nats: NATS port 4222 is open to any pod" in problems
+    assert "NetworkPolicy/postgres: ['nats'] may reach Postgres port 5432" in problems
+
+
+def test_cert_manager_check_reports_a_broken_copy(k8s_copy: Path) -> None:
+    path = k8s_copy / "overlays" / "prod" / "nats-tls.yaml"
+    broken(path, "  duration: 2160h # 90 days", "  duration: 90 days")
+    broken(path, "    - client auth\n", "    - client authentication\n")
+    broken(path, "    name: nats-ca\n    kind: Issuer", "    name: nats-ca-issuer\n    kind: Issuer")
+    objects = render_ok(k8s_copy / "overlays" / "prod")
+    (server,) = [o for o in find_objects(objects, "Certificate") if o["metadata"]["name"] == "nats-server"]
+
+    problems = "\n".join(cert_manager_problems(server, objects))
+
+    assert "spec.duration must be a duration" in problems
+    assert "unknown usage 'client authentication'" in problems
+    assert "spec.issuerRef names no Issuer in the render" in problems

@@ -517,7 +517,7 @@ async def test_cli_links_add(client: Client) -> None:
     settings = client.app[keys.SETTINGS]
 
     async def usagehub(*args: str) -> tuple[int, str, str]:
-        return await run_usagehub(*args, nats_url=settings.nats_url)
+        return await run_usagehub(*args, settings=settings)  # the gateway's user sends commands
 
     code, out, err = await usagehub("links", "add", "Docs", "https://example.org/", "--description", "Manual")
     assert code == 0, err

@@ -16,7 +16,7 @@ from typing import Any
 
 from services.local.servers import free_port
 
-SECRET = "local-run-secret"
+SECRET = "local-run-admin-secret-0123456789abcdef"
 
 
 def call(

@@ -13,6 +13,7 @@ from nats.js.errors import NotFoundError
 from shared.bus import EVENTS_STREAM, read_stream
 from shared.db import Conn
 from shared.events import AnyEvent, decode_event
+from shared.settings import Settings
 
 
 async def all_events(js: JetStreamContext) -> list[tuple[int, AnyEvent]]:
@@ -45,22 +46,27 @@ async def dump_tables(conn: Conn, tables: dict[str, str]) -> dict[str, bytes]:
     return out
 
 
-def service_env(nats_url: str, database_url: str = "", **extra: str) -> dict[str, str]:
-    """The environment of a usagehub process started by a test, pointed at the test's servers."""
-    env = {**os.environ, "USAGEHUB_NATS_URL": nats_url, "USAGEHUB_LOG_FORMAT": "json", **extra}
-    if database_url:
-        env["USAGEHUB_DATABASE_URL"] = database_url
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a usagehub process started by a test: the test's servers, and NATS as the
+    user of ``settings`` (``Services.settings_for(role)``)."""
+    env = {**os.environ, "USAGEHUB_NATS_URL": settings.nats_url, "USAGEHUB_LOG_FORMAT": "json", **extra}
+    for name in ("USAGEHUB_NATS_USER", "USAGEHUB_NATS_PASSWORD", "USAGEHUB_NATS_PASSWORD_FILE"):
+        env.pop(name, None)
+    if settings.nats_user:
+        env.update(USAGEHUB_NATS_USER=settings.nats_user, USAGEHUB_NATS_PASSWORD=settings.nats_password)
+    if settings.database_url:
+        env["USAGEHUB_DATABASE_URL"] = settings.database_url
     return env
 
 
-async def run_usagehub(*args: str, nats_url: str, database_url: str = "") -> tuple[int, str, str]:
+async def run_usagehub(*args: str, settings: Settings) -> tuple[int, str, str]:
     """The ``usagehub`` admin command as a separate process: (exit status, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "services",
         *args,
-        env=service_env(nats_url, database_url),
+        env=service_env(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

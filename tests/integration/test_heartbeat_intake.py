@@ -10,9 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from nats.js import JetStreamContext
 
-from shared.bus import REJECTED_STREAM
+from shared.bus import REJECTED_STREAM, connect, intake_subject
 from shared.secrets import hash_token
-from tests.conftest import admin
+from tests.conftest import Services, admin
 
 Client = TestClient[web.Request, web.Application]
 
@@ -99,3 +99,25 @@ async def test_invalid_intake_messages_are_rejected_with_a_reason(
         == hashlib.sha256(json.dumps(token).encode()).hexdigest()
     )
     assert (await (await client.get("/api/stats")).json())["total_beats"] == 0
+
+
+async def test_beats_from_publishers_of_both_kinds_are_counted(
+    client: Client, services: Services, js: JetStreamContext
+) -> None:
+    """The generic publisher and a named one, each connected as itself, on both subject forms."""
+    token = (await (await client.post("/api/devices", json={"name": "Sensor"}, headers=admin())).json())[
+        "token"
+    ]
+    for user, subject in (
+        ("publisher", intake_subject("beats")),
+        ("alpha", intake_subject("beats", "alpha")),
+    ):
+        nc = await connect(services.settings_for(user), f"tests-{user}")
+        try:
+            beat = json.dumps({"token_hash": hash_token(token)}).encode()
+            ack = await nc.jetstream().publish(subject, beat)
+            assert ack.stream == "USAGEHUB_INTAKE"
+        finally:
+            await nc.close()
+    assert await total_beats(client, 2) == 2
+    assert (await js.stream_info(REJECTED_STREAM)).state.messages == 0

@@ -8,8 +8,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from services.gateway import keys
-from tests.conftest import admin
+from tests.conftest import Services, admin
 from tests.integration.helpers import dump_tables, run_usagehub
 
 HEARTBEAT_TABLES = {
@@ -21,8 +20,10 @@ HEARTBEAT_TABLES = {
 }
 
 
-async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.Application]) -> None:
-    settings = client.app[keys.SETTINGS]
+async def test_rebuild_gives_identical_rows(
+    client: TestClient[web.Request, web.Application], services: Services
+) -> None:
+    settings = services.settings_for("projector")  # rebuilds run where the projector does
     tokens = []
     for name in ("Laptop", "Phone", "Workstation"):
         resp = await client.post("/api/devices", json={"name": name}, headers=admin())
@@ -38,9 +39,7 @@ async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.
     before = await dump_tables(conn, HEARTBEAT_TABLES)
     assert b"Workstation" in before["heartbeat_devices"] and before["idempotency_keys"]
 
-    code, out, err = await run_usagehub(
-        "rebuild", "all", database_url=settings.database_url, nats_url=settings.nats_url
-    )
+    code, out, err = await run_usagehub("rebuild", "all", settings=settings)
     assert code == 0, err
     assert "rebuilt heartbeat" in out and "rebuilt idempotency" in out
 
@@ -51,9 +50,9 @@ async def test_rebuild_gives_identical_rows(client: TestClient[web.Request, web.
 
 
 async def test_a_rebuild_during_writes_loses_and_doubles_nothing(
-    client: TestClient[web.Request, web.Application],
+    client: TestClient[web.Request, web.Application], services: Services
 ) -> None:
-    settings = client.app[keys.SETTINGS]
+    settings = services.settings_for("projector")
     token = (await (await client.post("/api/devices", json={"name": "Busy"}, headers=admin())).json())[
         "token"
     ]
@@ -64,9 +63,7 @@ async def test_a_rebuild_during_writes_loses_and_doubles_nothing(
 
     writers = [asyncio.create_task(beats(250)) for _ in range(4)]
     await asyncio.sleep(0.3)  # the rebuild starts while beats keep arriving
-    code, _, err = await run_usagehub(
-        "rebuild", "heartbeat", database_url=settings.database_url, nats_url=settings.nats_url
-    )
+    code, _, err = await run_usagehub("rebuild", "heartbeat", settings=settings)
     assert code == 0, err
     await asyncio.gather(*writers)
     stats = await (await client.get("/api/stats")).json()

@@ -11,9 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from nats.js import JetStreamContext
 
-from services.gateway import keys
 from shared.events import DeviceRegistered, encode_event, new_event_id, now
-from tests.conftest import admin
+from tests.conftest import Services, admin
 from tests.integration.helpers import dump_tables, run_usagehub
 
 Client = TestClient[web.Request, web.Application]
@@ -36,9 +35,9 @@ async def quarantined(conn: asyncpg.Connection, expected: int) -> list[asyncpg.R
 
 
 async def test_poison_events_are_quarantined_and_the_projections_go_on(
-    client: Client, js: JetStreamContext
+    client: Client, services: Services, js: JetStreamContext
 ) -> None:
-    settings = client.app[keys.SETTINGS]
+    settings = services.settings_for("projector")  # rebuilds run where the projector does
     link = {"name": "Wiki", "url": "https://wiki.example"}
     assert (await client.post("/api/links", json=link, headers=admin())).status == 201
     # Garbage that decodes as no event, on the subjects of two projections (links reads links.*,
@@ -91,9 +90,7 @@ async def test_poison_events_are_quarantined_and_the_projections_go_on(
         assert any('projection="links"' in line and float(line.split()[-1]) >= 1 for line in counted)
 
         before = await dump_tables(conn, TABLES)
-        code, _, err = await run_usagehub(
-            "rebuild", "all", database_url=settings.database_url, nats_url=settings.nats_url
-        )
+        code, _, err = await run_usagehub("rebuild", "all", settings=settings)
         assert code == 0, err
         assert await dump_tables(conn, TABLES) == before
     finally:

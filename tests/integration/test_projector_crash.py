@@ -22,7 +22,7 @@ CONNECTIONS = 64
 
 
 def start_projector(settings: Settings) -> asyncio.subprocess.Process:
-    env = service_env(settings.nats_url, settings.database_url, USAGEHUB_METRICS_PORT="0")
+    env = service_env(settings, USAGEHUB_METRICS_PORT="0")
     return asyncio.create_subprocess_exec(  # type: ignore[return-value]
         sys.executable,
         "-m",
@@ -35,7 +35,7 @@ def start_projector(settings: Settings) -> asyncio.subprocess.Process:
 
 async def test_counts_are_exact_across_a_projector_crash(services: Services) -> None:
     await services.stop_service("projector")  # this test runs its projector as a real process
-    projector = await start_projector(services.settings)
+    projector = await start_projector(services.settings_for("projector"))
     # Writes normally wait for the read model; while it is dead they answer after this bound.
     settings = with_settings(services.settings, read_your_writes_timeout=0.2)
     server = TestServer(init_app(settings))
@@ -69,7 +69,7 @@ async def test_counts_are_exact_across_a_projector_crash(services: Services) -> 
                 projector.send_signal(signal.SIGKILL)
                 await projector.wait()
                 await asyncio.sleep(0.5)
-                projector = await start_projector(services.settings)
+                projector = await start_projector(services.settings_for("projector"))
 
             await asyncio.gather(crash_midway(), *(worker() for _ in range(CONNECTIONS)))
             assert sum(sent.values()) == BEATS

@@ -15,8 +15,9 @@ from tests.conftest import Services, admin
 
 
 async def test_replicas_neither_collide_nor_double_count(services: Services) -> None:
-    extra = [asyncio.create_task(run_ingest(services.settings, services.stop)) for _ in range(2)]
-    extra.append(asyncio.create_task(run_projector(services.settings, services.stop)))
+    ingest, projector = services.settings_for("ingest"), services.settings_for("projector")
+    extra = [asyncio.create_task(run_ingest(ingest, services.stop)) for _ in range(2)]
+    extra.append(asyncio.create_task(run_projector(projector, services.stop)))
     await asyncio.sleep(1.0)  # the extra replicas have joined the queue group and the leader election
     try:
         async with TestClient(TestServer(init_app(services.settings))) as client:

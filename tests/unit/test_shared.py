@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -67,11 +68,14 @@ def test_subject_matching(subject: str, pattern: str, expected: bool) -> None:
     assert subject_matches(subject, pattern) is expected
 
 
+KEY = "k" * 32
+
+
 def test_settings_from_environment() -> None:
     s = load_settings(
-        {"USAGEHUB_HTTP_PORT": "9000", "USAGEHUB_SECRET_KEY": "k", "USAGEHUB_STREAM_REPLICAS": "3"}
+        {"USAGEHUB_HTTP_PORT": "9000", "USAGEHUB_SECRET_KEY": KEY, "USAGEHUB_STREAM_REPLICAS": "3"}
     )
-    assert (s.http_port, s.secret_key, s.stream_replicas, s.device_routes_enabled) == (9000, "k", 3, True)
+    assert (s.http_port, s.secret_key, s.stream_replicas, s.device_routes_enabled) == (9000, KEY, 3, True)
     assert "USAGEHUB_DATABASE_URL" in ENV_VARS
 
 
@@ -89,10 +93,36 @@ def test_the_nats_url_may_name_every_server_of_a_cluster() -> None:
 def test_all_invalid_settings_are_reported_together() -> None:
     with pytest.raises(SettingsError) as err:
         load_settings(
-            {"USAGEHUB_HTTP_PORT": "x", "USAGEHUB_STREAM_REPLICAS": "2", "USAGEHUB_LOG_FORMAT": "xml"}
+            {
+                "USAGEHUB_HTTP_PORT": "x",
+                "USAGEHUB_STREAM_REPLICAS": "2",
+                "USAGEHUB_LOG_FORMAT": "xml",
+                "USAGEHUB_SECRET_KEY": "change-me",
+            }
         )
     message = str(err.value)
     assert "USAGEHUB_HTTP_PORT" in message and "STREAM_REPLICAS" in message and "LOG_FORMAT" in message
+    assert "USAGEHUB_SECRET_KEY must be at least 32 characters" in message
+
+
+def test_an_empty_admin_key_turns_the_admin_routes_off() -> None:
+    assert not load_settings({"USAGEHUB_SECRET_KEY": ""}).device_routes_enabled
+    assert load_settings({"USAGEHUB_SECRET_KEY": KEY}).device_routes_enabled
+
+
+def test_the_nats_password_comes_from_a_file_and_stays_out_of_reprs(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-from-a-mounted-file\n")
+    s = load_settings({"USAGEHUB_NATS_USER": "gateway", "USAGEHUB_NATS_PASSWORD_FILE": str(secret)})
+    assert (s.nats_user, s.nats_password) == ("gateway", "s3cret-from-a-mounted-file")
+    assert "s3cret" not in repr(s)
+    with pytest.raises(SettingsError) as err:
+        load_settings(
+            {"USAGEHUB_NATS_USER": "gateway", "USAGEHUB_NATS_PASSWORD_FILE": str(tmp_path / "missing")}
+        )
+    assert "USAGEHUB_NATS_PASSWORD_FILE: cannot read" in str(err.value)
+    with pytest.raises(SettingsError, match="USAGEHUB_NATS_USER needs"):
+        load_settings({"USAGEHUB_NATS_USER": "gateway"})
 
 
 def test_docs_events_md_is_generated_from_the_types() -> None:
