@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,19 +24,31 @@ from nats.js import JetStreamContext
 
 from services.local.servers import free_port, nats_server_binary, spawn
 from shared.bus import EVENTS_STREAM, connect, ensure_streams
+from shared.bus_permissions import ROLES, authorization_file, password_variable
+from shared.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROD_NATS_CONF = REPO_ROOT / "deploy" / "k8s" / "base" / "nats-cluster.conf"
 PROD_OVERLAY = REPO_ROOT / "deploy" / "k8s" / "overlays" / "prod" / "kustomization.yaml"
-SECRET = "cluster-test-secret"
+SECRET = "cluster-test-admin-key-0123456789abcdef"
+# The harness's own connection (streams, stream infos, reading the stream back): ingest's rights suffice.
+ADMIN_USER = "ingest"
+
+
+def prod_nats_conf() -> Path:
+    """The file the prod overlay mounts as the NATS servers' nats.conf."""
+    found = re.search(r"nats\.conf=(\S+)", PROD_OVERLAY.read_text())
+    if not found:
+        raise RuntimeError(f"{PROD_OVERLAY} names no nats.conf")
+    return PROD_OVERLAY.parent / found.group(1)
 
 
 def prod_sync_interval() -> str:
     """The ``sync_interval`` of the prod NATS configuration: the harness runs what production runs."""
-    block = re.search(r"^jetstream\s*\{(.*?)^\}", PROD_NATS_CONF.read_text(), re.S | re.M)
+    conf = prod_nats_conf()
+    block = re.search(r"^jetstream\s*\{(.*?)^\}", conf.read_text(), re.S | re.M)
     found = block and re.search(r"^\s*sync_interval\s*:\s*(\S+)\s*$", block.group(1), re.M)
     if not found:
-        raise RuntimeError(f"{PROD_NATS_CONF} sets no sync_interval")
+        raise RuntimeError(f"{conf} sets no sync_interval")
     return found.group(1)
 
 
@@ -96,7 +109,7 @@ class NatsNode:
     def monitor(self) -> str:
         return f"http://127.0.0.1:{self.monitor_port}"
 
-    def write_config(self, route_ports: Sequence[int], sync_interval: str, authorization: str) -> Path:
+    def write_config(self, route_ports: Sequence[int], sync_interval: str) -> Path:
         routes = "\n".join(f"    nats-route://127.0.0.1:{p}" for p in route_ports)
         config = self.root / "nats.conf"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -113,14 +126,18 @@ class NatsNode:
             "  no_advertise: true\n"
             "  connect_retries: 120\n"
             f"  routes: [\n{routes}\n  ]\n"
-            "}\n" + authorization
+            "}\n"
+            # The users and permissions of every deployment, their passwords from the environment.
+            "include ./authorization.conf\n"
         )
+        (self.root / "authorization.conf").write_text(authorization_file())
         return config
 
-    def start(self) -> None:
+    def start(self, passwords: dict[str, str]) -> None:
+        env = {**os.environ, **{password_variable(user): p for user, p in passwords.items()}}
         with open(self.root / "nats.log", "ab") as log:
             self.process = spawn(
-                [nats_server_binary(), "-c", str(self.root / "nats.conf")], stdout=log, stderr=log
+                [nats_server_binary(), "-c", str(self.root / "nats.conf")], stdout=log, stderr=log, env=env
             )
         self.paused = False
 
@@ -173,14 +190,16 @@ class NatsNode:
 
 
 class NatsCluster:
-    """Three JetStream servers with routes to each other, configured from the prod NATS config."""
+    """Three JetStream servers with routes to each other, configured from the prod NATS config, with
+    a password for each role's user."""
 
-    def __init__(self, root: Path, size: int = 3, authorization: str = "") -> None:
+    def __init__(self, root: Path, size: int = 3) -> None:
         self.nodes = [NatsNode(f"usagehub-nats-{i}", root / f"nats-{i}") for i in range(size)]
         self.sync_interval = prod_sync_interval()
+        self.passwords = {user: secrets.token_hex(24) for user in ROLES}
         routes = [n.route_port for n in self.nodes]
         for node in self.nodes:
-            node.write_config(routes, self.sync_interval, authorization)
+            node.write_config(routes, self.sync_interval)
 
     @property
     def urls(self) -> list[str]:
@@ -191,8 +210,17 @@ class NatsCluster:
 
     async def start(self) -> None:
         for node in self.nodes:
-            node.start()
+            node.start(self.passwords)
         await self.wait_for_meta_leader(60)
+
+    def restart(self, node: NatsNode) -> None:
+        node.start(self.passwords)
+
+    def settings(self, user: str, urls: Sequence[str] | None = None) -> Settings:
+        """How ``user`` connects to the cluster (to ``urls``, by default every server's)."""
+        return Settings(
+            nats_url=",".join(urls or self.urls), nats_user=user, nats_password=self.passwords[user]
+        )
 
     async def wait_for_meta_leader(self, seconds: float) -> str:
         async def agreed() -> str:
@@ -278,11 +306,13 @@ class Usagehub:
         return [s.base for s in self.of_kind("gateway")]
 
 
-def service_environment(nats_urls: Sequence[str], database_url: str, **extra: str) -> dict[str, str]:
-    """A service's environment: the prod overlay's stream replicas, every server's URL."""
+def service_environment(nats: Settings, database_url: str, **extra: str) -> dict[str, str]:
+    """A service's environment: its NATS user, every server's URL, the prod overlay's replicas."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("USAGEHUB_")}
     env.update(
-        USAGEHUB_NATS_URL=",".join(nats_urls),
+        USAGEHUB_NATS_URL=nats.nats_url,
+        USAGEHUB_NATS_USER=nats.nats_user,
+        USAGEHUB_NATS_PASSWORD=nats.nats_password,
         USAGEHUB_DATABASE_URL=database_url,
         USAGEHUB_SECRET_KEY=SECRET,
         USAGEHUB_STREAM_REPLICAS=str(prod_stream_replicas()),
@@ -332,7 +362,7 @@ async def running_usagehub(
     nc: NATS | None = None
     try:
         await nats.start()
-        nc = await connect(",".join(nats.urls), "cluster-tests")
+        nc = await connect(nats.settings(ADMIN_USER), "cluster-tests")
         js = nc.jetstream()
         await _until("the streams", lambda: _create_streams(js), 60, every=0.5)
         logs = root / "logs"
@@ -346,7 +376,7 @@ async def running_usagehub(
                     projector_database_url if kind == "projector" and projector_database_url else database_url
                 )
                 extra = {"USAGEHUB_HTTP_PORT" if kind == "gateway" else "USAGEHUB_METRICS_PORT": str(port)}
-                env = service_environment(urls, db, **{**extra, **(extra_env or {})})
+                env = service_environment(nats.settings(kind, urls), db, **{**extra, **(extra_env or {})})
                 service = ServiceProcess(kind, f"{kind}-{i}", env, port, logs / f"{kind}-{i}.log")
                 service.start()
                 services.append(service)

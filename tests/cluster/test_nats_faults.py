@@ -61,7 +61,7 @@ async def test_one_nats_server_killed_and_restarted(
     restarted = load.now()
     others = [await n.stream_state() for n in usagehub.nats.nodes if n.running]
     behind_by = max(s["last_seq"] for s in others if s is not None)
-    victim.start()
+    usagehub.nats.restart(victim)
 
     # Caught up: its own replica holds everything the others had when it came back.
     async def caught_up() -> bool:
@@ -157,7 +157,7 @@ async def test_quorum_lost_and_regained(usagehub: Usagehub, load: Load, figures:
     await load.run_for(20)
     restored_at = load.now()
     for node in gone:
-        node.start()
+        usagehub.nats.restart(node)
     await load.run_for(8)
     await load.stop()
     result = await audit(usagehub.js, usagehub.database_url, load)
