@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test lint typecheck unit integration e2e deploy-check bench docs clean
+.PHONY: install up test lint typecheck unit integration e2e cluster deploy-check bench docs clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ integration: install
 
 e2e: install
 	$(PY) -m pytest -q tests/e2e
+
+cluster: install
+	$(PY) -m pytest -q tests/cluster
 
 deploy-check: install
 	$(PY) -m pytest -q tests/deploy

@@ -474,6 +474,49 @@ async def metering_figures(base: str, nats: Server, database_url: str, events: i
     }
 
 
+async def cluster_and_single_beat_rates(
+    single: str, single_tokens: list[str], data: Path, database_url: str, rounds: int, n: int, c: int
+) -> dict[str, Any]:
+    """Durable beats per second through a gateway on the three-node cluster of the fault tests (R3
+    streams, every server fsyncing before it acknowledges) and on the single node, rounds taken in
+    turn so both meet the same background load. The cluster runs one gateway, ingest and projector,
+    as the single node does: the difference is the cost of replication."""
+    from tests.cluster.harness import running_usagehub
+
+    async with running_usagehub(
+        data,
+        database_url,
+        gateways=1,
+        ingests=1,
+        projectors=1,
+        extra_env={"USAGEHUB_SECRET_KEY": SECRET, "USAGEHUB_LOG_LEVEL": "warning"},
+    ) as cluster:
+        (base,) = cluster.gateways
+        tokens = await register(base, 8)
+        measured: dict[str, list[float]] = {"three_node_cluster": [], "single_node": []}
+        for _ in range(rounds):
+            for name, gateway, keys in (
+                ("three_node_cluster", base, tokens),
+                ("single_node", single, single_tokens),
+            ):
+                rate = await hammer(
+                    gateway,
+                    "/api/beat",
+                    n,
+                    c,
+                    lambda i, keys=keys: {"headers": {"Authorization": keys[i % 8]}},
+                )
+                measured[name].append(round(rate, 1))
+    out: dict[str, Any] = {
+        name: {"median": round(statistics.median(values), 1), "rounds": values}
+        for name, values in measured.items()
+    }
+    out["ratio_cluster_to_single_node"] = round(
+        out["three_node_cluster"]["median"] / out["single_node"]["median"], 3
+    )
+    return out
+
+
 def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str, Any]:
     values = [asyncio.run(measure()) for _ in range(rounds)]
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
@@ -529,6 +572,15 @@ def main() -> None:
             results["metering"] = asyncio.run(
                 metering_figures(base, nats, database_url, args.metering_events)
             )
+            cluster_pg = start_postgres(data / "cluster-postgres")
+            try:
+                results["beats_per_s_http_3_node_cluster_and_single_node"] = asyncio.run(
+                    cluster_and_single_beat_rates(
+                        base, tokens, data / "cluster", cluster_pg.url, args.rounds, n, c
+                    )
+                )
+            finally:
+                cluster_pg.stop()
     finally:
         shutil.rmtree(data, ignore_errors=True)
     base_rate = results["baseline_aiohttp_posts_per_s"]["median"]

@@ -26,6 +26,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    RawStreamMsg,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -133,6 +134,17 @@ def _refusal(exc: Exception, user: str) -> str | None:
     return None
 
 
+# A server that stops answering (paused, partitioned away) keeps its TCP connection open: the client
+# notices only when pings go unanswered, so ping often enough to move to another server in seconds.
+PING_INTERVAL = 2
+MAX_OUTSTANDING_PINGS = 2
+
+
+def server_urls(url: str) -> list[str]:
+    """``USAGEHUB_NATS_URL`` names one server or, separated by commas, several servers of a cluster."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
 async def connect(settings: Settings, name: str) -> NATS:
     """Connect as ``settings.nats_user`` (empty: no authentication) with that user's inbox prefix.
 
@@ -156,11 +168,13 @@ async def connect(settings: Settings, name: str) -> NATS:
 
     connecting: asyncio.Future[NATS] = asyncio.ensure_future(
         nats.connect(
-            settings.nats_url,
+            server_urls(settings.nats_url),
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=5,
+            ping_interval=PING_INTERVAL,
+            max_outstanding_pings=MAX_OUTSTANDING_PINGS,
             error_cb=on_error,
             drain_timeout=5,
             inbox_prefix=inbox_prefix(user),
@@ -283,7 +297,14 @@ class ExpectationFailed(AppendError):
     """The stream moved on since the writer decided: reload state and decide again."""
 
 
+class ExpectationInFlight(ExpectationFailed):
+    """A replicated stream's leader checks an expectation only when no earlier append with the same
+    expectation subject is still being replicated; until then it refuses: the stream is moving on."""
+
+
 WRONG_LAST_SEQUENCE = 10071
+WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
+EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,14 +347,16 @@ def _headers(msg_id: str, expect: Expectation | None) -> dict[str, str]:
     headers = {"Nats-Msg-Id": msg_id}
     if expect is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expect.last_sequence)
-        headers["Nats-Expected-Last-Subject-Sequence-Subject"] = expect.subject
+        headers[EXPECTED_SUBJECT] = expect.subject
     return headers
 
 
 def _error_of(reply: dict[str, Any]) -> AppendError:
     err = reply["error"]
     code = int(err.get("err_code", 0))
-    cls = ExpectationFailed if code == WRONG_LAST_SEQUENCE else AppendError
+    cls = {WRONG_LAST_SEQUENCE: ExpectationFailed, WRONG_LAST_SEQUENCE_IN_FLIGHT: ExpectationInFlight}.get(
+        code, AppendError
+    )
     return cls(code, str(err.get("description", "append refused")))
 
 
@@ -347,6 +370,9 @@ class Appender:
         self._slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        # One batch at a time per expectation subject: a replicated stream refuses an expectation
+        # while another on the same subject is in flight. A batch still shares one fsync.
+        self._expecting: dict[str, asyncio.Lock] = {}
 
     async def __aenter__(self) -> Appender:
         self._task = asyncio.create_task(self._run(), name="appender")
@@ -386,23 +412,37 @@ class Appender:
 
     async def _send(self, batch: list[_Pending]) -> None:
         try:
-            if len(batch) > 1 and not any(p.alone for p in batch):
-                try:
-                    first_seq = await self._send_atomic(batch)
-                except AppendError:
-                    pass  # resolved one by one below, each with its own answer
-                else:
-                    for i, p in enumerate(batch):
-                        if not p.done.done():
-                            p.done.set_result(Appended(first_seq + i, False))
-                    return
-            await asyncio.gather(*(self._send_one(p) for p in batch))
+            subjects = sorted({s for p in batch if (s := p.headers.get(EXPECTED_SUBJECT))})
+            async with contextlib.AsyncExitStack() as held:
+                for subject in subjects:  # sorted: two batches never wait for each other's locks
+                    await held.enter_async_context(self._expecting.setdefault(subject, asyncio.Lock()))
+                await self._send_held(batch)
         except Exception as exc:  # a lost connection or timeout: every writer hears about it
             for p in batch:
                 if not p.done.done():
                     p.done.set_exception(exc)
         finally:
             self._slots.release()
+
+    async def _send_held(self, batch: list[_Pending]) -> None:
+        if len(batch) > 1 and not any(p.alone for p in batch):
+            try:
+                first_seq = await self._send_atomic(batch)
+            except AppendError:
+                pass  # resolved one by one below, each with its own answer
+            else:
+                for i, p in enumerate(batch):
+                    if not p.done.done():
+                        p.done.set_result(Appended(first_seq + i, False))
+                return
+        expecting = [p for p in batch if EXPECTED_SUBJECT in p.headers]
+
+        async def one_at_a_time() -> None:
+            for p in expecting:
+                await self._send_one(p)
+
+        free = [p for p in batch if EXPECTED_SUBJECT not in p.headers]
+        await asyncio.gather(one_at_a_time(), *(self._send_one(p) for p in free))
 
     async def _send_atomic(self, batch: list[_Pending]) -> int:
         batch_id = uuid.uuid4().hex
@@ -435,8 +475,18 @@ class Appender:
                 p.done.set_exception(exc)
 
 
+async def get_stored(js: JetStreamContext, seq: int, next_on: str | None = None) -> RawStreamMsg:
+    """The event stream's message ``seq`` (or, with ``next_on``, the first at or after ``seq`` on that
+    subject), as the stream's leader has it. Not a direct get: on a replicated stream any replica
+    answers those, and a follower may not have applied yet what was just acknowledged; the readers
+    here (state catch-up, answers to retries, key checks) must see every acknowledged event."""
+    if next_on is None:
+        return await js.get_msg(EVENTS_STREAM, seq)
+    return await js.get_msg(EVENTS_STREAM, seq=seq, subject=next_on, next=True)
+
+
 async def get_event_data(js: JetStreamContext, seq: int) -> bytes:
-    msg = await js.get_msg(EVENTS_STREAM, seq, direct=True)
+    msg = await get_stored(js, seq)
     return bytes(msg.data or b"")
 
 
@@ -447,6 +497,9 @@ class Delivery:
     subject: str
     num_delivered: int
     msg: Msg
+    # The consumer's own count of deliveries: one more for each message it sends, so a gap means
+    # messages it sent never arrived (a connection cut while they were on the way).
+    consumer_seq: int = 0
 
 
 async def pull_consumer(
@@ -487,7 +540,9 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, wait: float 
     out = []
     for m in msgs:
         meta = m.metadata
-        out.append(Delivery(meta.sequence.stream, m.data, m.subject, meta.num_delivered, m))
+        out.append(
+            Delivery(meta.sequence.stream, m.data, m.subject, meta.num_delivered, m, meta.sequence.consumer)
+        )
     return out
 
 
@@ -511,10 +566,15 @@ async def read_stream(
         name = info.name
         # What is pending now is "the current end"; later appends are the caller's next read.
         pending = int(info.num_pending or 0)
+        delivered = 0
         while pending > 0:
             got = await fetch(sub, min(batch, pending), wait=5.0)
             if not got:
                 raise TimeoutError("the event stream did not deliver pending events")
+            if [d.consumer_seq for d in got] != list(range(delivered + 1, delivered + len(got) + 1)):
+                # Lost on the way (a connection cut): a read with a hole in it must not pass as whole.
+                raise ConnectionError("events were lost while the event stream was being read")
+            delivered += len(got)
             pending -= len(got)
             yield got
     finally:
@@ -528,7 +588,7 @@ async def read_stream(
 async def read_new(
     js: JetStreamContext, subjects: list[str], after: int, most: int = 10_000
 ) -> tuple[int, list[tuple[int, str, bytes]]]:
-    """The events on ``subjects`` after ``after``, by direct gets: no consumer is created.
+    """The events on ``subjects`` after ``after``, by single-message gets: no consumer is created.
 
     Returns (position read up to, [(seq, subject, data)] in stream order). Reading stops at the stream's
     last sequence as it was when the read began, so the position is exact even while appends go on;
@@ -540,7 +600,7 @@ async def read_new(
         seq = after + 1
         while seq <= until:
             try:
-                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=subject, next=True, direct=True)
+                msg = await get_stored(js, seq, next_on=subject)
             except NotFoundError:
                 break
             got = int(msg.seq or 0)

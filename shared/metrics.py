@@ -28,6 +28,15 @@ PROJECTION_QUARANTINED = Counter(
 REDELIVERIES = Counter(
     "usagehub_consumer_redeliveries_total", "Messages delivered more than once", ["projection"]
 )
+# The server names come from the NATS configuration (server_name), a set as small as the cluster.
+STREAM_LEADER = Gauge(
+    "usagehub_stream_leader",
+    "1 for the NATS server leading the event stream as ingest last saw it, 0 for the others",
+    ["server"],
+)
+STREAM_LEADER_CHANGES = Counter(
+    "usagehub_stream_leader_changes_total", "Times ingest saw another server lead the event stream"
+)
 STATS_FEED_COMPUTATIONS = Counter(
     "usagehub_stats_feed_computations_total", "Statistics computed for the WebSocket feed (once per tick)"
 )

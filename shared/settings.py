@@ -206,8 +206,10 @@ def _validate(s: Settings) -> list[str]:
         errors.append("timeouts must be positive")
     if s.projector_batch < 1:
         errors.append("USAGEHUB_PROJECTOR_BATCH must be at least 1")
-    if s.nats_url and not s.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
-        errors.append("USAGEHUB_NATS_URL must be a nats:// or tls:// URL")
+    if s.nats_url and not all(
+        part.strip().startswith(("nats://", "tls://", "ws://", "wss://")) for part in s.nats_url.split(",")
+    ):
+        errors.append("USAGEHUB_NATS_URL must be a nats:// or tls:// URL, or several separated by commas")
     if s.database_url and not s.database_url.startswith(("postgres://", "postgresql://")):
         errors.append("USAGEHUB_DATABASE_URL must be a postgresql:// URL")
     for name, url in (("USAGEHUB_PUBLIC_URL", s.public_url), ("USAGEHUB_MEDIA_API_URL", s.media_api_url)):

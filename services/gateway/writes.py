@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -107,6 +108,10 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
+# Every answer that asks the client to try again says when (RFC 9110 Retry-After, in seconds).
+RETRY_AFTER = {"Retry-After": "1"}
+
+
 async def _request(nc: NATS, subject: str, payload: bytes, within: float) -> Msg:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
@@ -116,10 +121,21 @@ async def _request(nc: NATS, subject: str, payload: bytes, within: float) -> Msg
         except NoRespondersError:
             # Nobody received it, so nothing was done: safe to wait for an ingest (re)start.
             if loop.time() + 0.1 >= deadline:
-                raise http_error(503, "the ingest service is not running", {"Retry-After": "1"}) from None
+                raise http_error(503, "the ingest service is not running", RETRY_AFTER) from None
             await asyncio.sleep(0.1)
         except NatsTimeout:
-            raise http_error(504, "the ingest service did not answer in time, try again") from None
+            # Ingest answers within a shorter bound (503 when the event log cannot store), so this is
+            # an ingest or a connection that went silent: the only answer where the gateway cannot
+            # know whether the write was stored, which is what 504 (the upstream's answer never came) says.
+            raise http_error(
+                504,
+                "no answer from ingest in time: the write may have been stored;"
+                " retry with the same Idempotency-Key",
+                RETRY_AFTER,
+            ) from None
+        except NatsError:
+            # The connection to NATS is closed or still reconnecting (its buffer full): not sent.
+            raise http_error(503, "the event log is unreachable, try again", RETRY_AFTER) from None
 
 
 async def send_command(
@@ -143,4 +159,5 @@ async def send_command(
 
 def raise_for_reply(reply: Reply) -> None:
     if reply.status >= 400:
-        raise http_error(reply.status, reply.error or "refused")
+        headers = RETRY_AFTER if reply.status == 503 else None
+        raise http_error(reply.status, reply.error or "refused", headers)

@@ -8,7 +8,8 @@ from typing import Any
 
 from services.ingest.context import Ingest
 from services.ingest.heartbeat_handlers import ensure_installation
-from services.ingest.intake import consume_intake, serve_commands
+from services.ingest.intake import answer_within, consume_intake, serve_commands
+from services.ingest.stream_leader import watch_stream_leader
 from shared.bus import Appender, close, connect, ensure_streams
 from shared.db import create_pool, migrate
 from shared.lifecycle import run_service
@@ -27,7 +28,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     try:
         async with pool.acquire() as conn:
             await migrate(conn)
-        async with Appender(nc, timeout=settings.command_timeout) as appender:
+        within = answer_within(settings.command_timeout)
+        async with Appender(nc, timeout=within) as appender:
             ingest = Ingest(appender=appender, js=js, pool=pool)
             await ensure_installation(ingest)
             await ingest.devices.load(js)
@@ -38,16 +40,18 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
                 return nc.is_connected, {"nats": nc.is_connected}
 
             async with serve_ops(settings.http_host, settings.metrics_port, ready):
-                sub = await serve_commands(nc, ingest)
+                sub = await serve_commands(nc, ingest, within)
                 intake = asyncio.create_task(consume_intake(ingest, js, stop))
+                leader = asyncio.create_task(watch_stream_leader(js, stop))
                 log.info("ingest ready")
                 try:
                     await stop.wait()
                 finally:
                     await sub.unsubscribe()
-                    intake.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await intake
+                    for task in (intake, leader):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
     finally:
         await close(nc)
         await pool.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -33,7 +34,9 @@ from shared.bus import (
     Appender,
     Expectation,
     ExpectationFailed,
+    ExpectationInFlight,
     get_event_data,
+    get_stored,
     read_new,
     read_stream,
 )
@@ -57,7 +60,7 @@ E = TypeVar("E", bound=Event)
 class Folded(Generic[S]):
     """State folded from the events on ``subjects``, caught up from the stream on demand.
 
-    Catching up never creates a JetStream consumer: it reads what is new with direct gets (one
+    Catching up never creates a JetStream consumer: it reads what is new with message gets (one
     request per new event, and one per subject to learn there is none), so a flood of unknown
     tokens costs a few cheap requests at a time, never a server-side resource per request.
     """
@@ -200,6 +203,11 @@ class Ingest:
                 continue
             try:
                 return event, await self.append(event, msg_id, expect(folded.state), key)
+            except ExpectationInFlight:
+                # Another replica's append is being replicated: give it a moment to land.
+                await asyncio.sleep(random.uniform(0.001, 0.01))
+                await folded.catch_up(self.js)
+                caught_up = True
             except ExpectationFailed:
                 await folded.catch_up(self.js)
                 caught_up = True
@@ -244,7 +252,7 @@ class Ingest:
         """Refuse (503) rather than risk a double write when neither JetStream nor Postgres can vouch
         for a key: the key projection has not yet recorded an event older than the duplicate window."""
         try:
-            oldest_unrecorded = await self.js.get_msg(EVENTS_STREAM, position + 1, direct=True)
+            oldest_unrecorded = await get_stored(self.js, position + 1)
         except NotFoundError:
             return  # the key projection has seen the whole stream
         # The server's own time of storage: it is what the duplicate window is measured from, and it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +19,7 @@ from services.ingest.heartbeat import (
 )
 from services.ingest.idempotency import ADMIN, IdempotencyKey, idempotency_key
 from services.ingest.rejected import Rejected
-from shared.bus import Expectation, ExpectationFailed
+from shared.bus import Expectation, ExpectationFailed, ExpectationInFlight
 from shared.commands import (
     Command,
     RecordBeat,
@@ -154,5 +154,13 @@ HANDLERS: dict[type[Command], Callable[[Ingest, Any], Awaitable[Reply]]] = {
 async def ensure_installation(ingest: Ingest) -> None:
     """Record the first set-up once, whichever replica gets there first."""
     event = InstallationSetUp(event_id=new_event_id(), occurred_at=now())
-    with contextlib.suppress(ExpectationFailed):  # set up before: uptime keeps counting from then
-        await ingest.append(event, "InstallationSetUp", Expectation(INSTALLATION_SUBJECTS, 0))
+    for _ in range(100):
+        try:
+            await ingest.append(event, "InstallationSetUp", Expectation(INSTALLATION_SUBJECTS, 0))
+        except ExpectationInFlight:  # another replica's set-up is being stored: see whether it is
+            await asyncio.sleep(0.1)
+        except ExpectationFailed:  # set up before: uptime keeps counting from then
+            return
+        else:
+            return
+    raise TimeoutError("the installation set-up stayed in flight")

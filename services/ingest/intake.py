@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -68,9 +69,16 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 MAX_REASON = 2000
 MAX_SUBJECT = 256
 MAX_REJECTION_BYTES = 64 * 1024
+EVENT_LOG_UNAVAILABLE = "the event log did not acknowledge this write; retry with the same Idempotency-Key"
 
 
-async def _answer(ingest: Ingest, msg: Msg) -> None:
+def answer_within(command_timeout: float) -> float:
+    """How long ingest may take over a command: less than the gateway waits (``command_timeout``),
+    so when the event log cannot store, the client hears 503 from ingest rather than a timeout."""
+    return command_timeout * 0.8
+
+
+async def _answer(ingest: Ingest, msg: Msg, within: float) -> None:
     if not is_inbox(msg.reply):
         # Ingest may publish events: an answer steered onto a stream's subject would be appended.
         log.warning("command without an inbox to answer to, ignored", reply=msg.reply[:100])
@@ -86,22 +94,29 @@ async def _answer(ingest: Ingest, msg: Msg) -> None:
     else:
         token = request_id_var.set(cmd.request_id)
         try:
-            reply = await handle(ingest, cmd)
+            async with asyncio.timeout(within):
+                reply = await handle(ingest, cmd)
+        except (NatsError, TimeoutError, ConnectionError) as exc:
+            # No stream leader (no quorum), no connection, or no acknowledgement in time: not
+            # acknowledged, though an append that timed out may still be stored, hence the same key.
+            log.warning("event log unavailable", command=type(cmd).__name__, error=repr(exc))
+            reply = Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
         except Exception:
             log.exception("command failed", command=type(cmd).__name__)
-            reply = Reply(status=503, error="the event log is unavailable, try again")
+            reply = Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
         finally:
             request_id_var.reset(token)
     with contextlib.suppress(Exception):
         await msg.respond(encoder.encode(reply))
 
 
-async def serve_commands(nc: NATS, ingest: Ingest) -> Any:
-    """Answer every command concurrently: concurrent appends are what fills a shared batch."""
+async def serve_commands(nc: NATS, ingest: Ingest, within: float) -> Any:
+    """Answer every command concurrently (concurrent appends are what fills a shared batch), each
+    within ``within`` seconds."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def on_command(msg: Msg) -> None:
-        task = asyncio.create_task(_answer(ingest, msg))
+        task = asyncio.create_task(_answer(ingest, msg, within))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -216,6 +231,18 @@ async def _take_safely(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
 
 
 async def consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await _consume_intake(ingest, js, stop)
+        except NatsError as exc:
+            # The consumer has no leader yet (a cluster starting or electing one) or the connection
+            # is gone: the messages wait in the stream, so try again shortly.
+            log.warning("intake unavailable, trying again", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _consume_intake(ingest: Ingest, js: JetStreamContext, stop: asyncio.Event) -> None:
     config = ConsumerConfig(
         durable_name=INTAKE_DURABLE, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0, max_deliver=-1
     )

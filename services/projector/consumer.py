@@ -213,6 +213,7 @@ async def _project(
 ) -> None:
     name = projection.name
     sub = await pull_consumer(js, name, projection.filters, await checkpoint(conn, name), fresh=True)
+    next_delivery = 1  # the consumer was just created: its first delivery is number 1
     try:
         if projection.after_commit is not None:
             await projection.after_commit(js, conn)
@@ -227,6 +228,12 @@ async def _project(
                 # A redelivery may come after newer messages; applying it out of order could skip
                 # events, so start again, in order, from the checkpoint.
                 raise RestartFromCheckpoint(f"{redelivered} redelivered messages")
+            numbers = [d.consumer_seq for d in deliveries]
+            if numbers != list(range(next_delivery, next_delivery + len(deliveries))):
+                # Deliveries lost on the way (a cut connection): applying what came after them, and
+                # acknowledging all up to it, would skip them for good.
+                raise RestartFromCheckpoint(f"deliveries {next_delivery}.. missing, got {numbers[:3]}..")
+            next_delivery += len(deliveries)
             position = await apply_batch(conn, projection, deliveries)
             # AckAll: one ack covers the whole batch, and only after the commit.
             await deliveries[-1].msg.ack()

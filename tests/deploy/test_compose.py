@@ -171,9 +171,7 @@ AUTHORIZATION = {"authorization.conf": (NATS_CONF.parent / "authorization.conf")
 
 
 def test_nats_configuration_is_valid_and_fsyncs_every_write(tmp_path: Path) -> None:
-    problems = nats_config_problems(
-        NATS_CONF.read_text(), single_node=True, tmp_dir=tmp_path, files=AUTHORIZATION
-    )
+    problems = nats_config_problems(NATS_CONF.read_text(), tmp_dir=tmp_path, files=AUTHORIZATION)
     assert problems == []
 
 
@@ -184,14 +182,12 @@ def test_nats_configuration_check_reports_a_broken_copy(tmp_path: Path) -> None:
     anonymous = broken(text, "include ./authorization.conf", "")
 
     def problems(config: str) -> str:
-        return "\n".join(
-            nats_config_problems(config, single_node=True, tmp_dir=tmp_path, files=AUTHORIZATION)
-        )
+        return "\n".join(nats_config_problems(config, tmp_dir=tmp_path, files=AUTHORIZATION))
 
     assert "sync_interval: always" in problems(no_fsync)
     assert "nats-server -t rejects" in problems(typo)
     assert "NATS accepts clients without credentials" in "\n".join(
-        nats_config_problems(anonymous, single_node=True, tmp_dir=tmp_path)
+        nats_config_problems(anonymous, tmp_dir=tmp_path)
     )
 
 

@@ -343,6 +343,7 @@ def test_nats_check_reports_a_broken_copy(k8s_copy: Path, tmp_path: Path) -> Non
     )
     broken(k8s_copy / "base" / "nats-cluster.conf", "    nats://nats-2.nats-headless:6222\n", "")
     broken(k8s_copy / "overlays" / "prod" / "nats-cluster-tls.conf", "include ./authorization.conf\n", "")
+    broken(k8s_copy / "overlays" / "prod" / "nats-cluster-tls.conf", "  sync_interval: always\n", "")
 
     dev = "\n".join(nats_problems(render_ok(k8s_copy / "overlays" / "dev"), tmp_path))
     base = "\n".join(nats_problems(render_ok(k8s_copy / "base"), tmp_path))
@@ -352,6 +353,7 @@ def test_nats_check_reports_a_broken_copy(k8s_copy: Path, tmp_path: Path) -> Non
     assert "USAGEHUB_STREAM_REPLICAS=3 but NATS has only 1 server(s)" in dev
     assert "do not match the 3 StatefulSet pods" in base
     assert "NATS accepts clients without credentials" in prod
+    assert "sync_interval: always" in prod
 
 
 def test_dev_postgres_is_a_statefulset_and_prod_uses_cloudnativepg(rendered: dict[str, Rendered]) -> None:

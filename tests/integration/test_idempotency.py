@@ -105,6 +105,7 @@ async def test_a_retry_is_refused_while_neither_jetstream_nor_postgres_can_vouch
         await asyncio.sleep(1.5)  # JetStream's window has passed; Postgres has not seen the key
         refused = await client.post("/api/beat", headers=headers)
         assert refused.status == 503 and "idempotency" in (await refused.json())["error"]
+        assert refused.headers["Retry-After"] == "1"
         services.start_service("projector")
         for _ in range(100):
             retried = await client.post("/api/beat", headers=headers)

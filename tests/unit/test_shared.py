@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from shared import events
-from shared.bus import subject_matches
+from shared.bus import server_urls, subject_matches
 from shared.events import BeatRecorded, decode_event, encode_event, event_schema, subject_of
 from shared.settings import ENV_VARS, SettingsError, load_settings
 
@@ -77,6 +77,17 @@ def test_settings_from_environment() -> None:
     )
     assert (s.http_port, s.secret_key, s.stream_replicas, s.device_routes_enabled) == (9000, KEY, 3, True)
     assert "USAGEHUB_DATABASE_URL" in ENV_VARS
+
+
+def test_the_nats_url_may_name_every_server_of_a_cluster() -> None:
+    urls = "nats://nats-0:4222, nats://nats-1:4222,nats://nats-2:4222"
+    assert server_urls(load_settings({"USAGEHUB_NATS_URL": urls}).nats_url) == [
+        "nats://nats-0:4222",
+        "nats://nats-1:4222",
+        "nats://nats-2:4222",
+    ]
+    with pytest.raises(SettingsError, match="USAGEHUB_NATS_URL"):
+        load_settings({"USAGEHUB_NATS_URL": "nats://nats-0:4222,http://nats-1:4222"})
 
 
 def test_all_invalid_settings_are_reported_together() -> None:
