@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.commands.contributions import ContributionsCommand
 from shared.commands.envelope import Command, Reply
 from shared.commands.heartbeat import (
     HeartbeatCommand,
@@ -19,7 +20,7 @@ from shared.commands.heartbeat import (
 from shared.commands.links import CreateLink, DeleteLink, LinksCommand, RecordLinkUsage, UpdateLink
 
 # A new domain adds its union here.
-AnyCommand = HeartbeatCommand | LinksCommand
+AnyCommand = HeartbeatCommand | LinksCommand | ContributionsCommand
 
 command_decoder = msgspec.json.Decoder(AnyCommand)
 reply_decoder = msgspec.json.Decoder(Reply)

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from shared.events import heartbeat, links
+from shared.events import contributions, heartbeat, links
+from shared.events.contributions import ContributionsEvent
 from shared.events.envelope import Event, new_event_id, now
 from shared.events.heartbeat import (
     BeatRecorded,
@@ -26,11 +27,11 @@ from shared.events.heartbeat import (
 from shared.events.links import LinkCreated, LinkDeleted, LinksEvent, LinkUpdated, LinkUsed
 
 # A new domain adds its union here and its subjects below.
-AnyEvent = HeartbeatEvent | LinksEvent
+AnyEvent = HeartbeatEvent | LinksEvent | ContributionsEvent
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 
-SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS}
+SUBJECTS: dict[type[Event], str] = {**heartbeat.SUBJECTS, **links.SUBJECTS, **contributions.SUBJECTS}
 
 # (type tag, version) -> function turning an older payload into the next version's payload.
 UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
