@@ -13,6 +13,7 @@ import asyncpg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from services.ingest.contributions import ContributionsDirectory, fold_directory
 from services.ingest.heartbeat import DEVICE_SUBJECTS, DeviceRegistry, fold_device_registry
 from services.ingest.links import REGISTRY_SUBJECTS, LinkRegistry, fold_link_registry
 from services.ingest.rejected import Rejected
@@ -28,6 +29,7 @@ from shared.bus import (
 )
 from shared.commands import Command
 from shared.events import Event, decode_event, new_event_id, now
+from shared.events.contributions import DIRECTORY_SUBJECTS
 
 MAX_RETRIES = 20
 
@@ -97,6 +99,9 @@ class Ingest:
     )
     links: Folded[LinkRegistry] = field(
         default_factory=lambda: Folded(REGISTRY_SUBJECTS, fold_link_registry, LinkRegistry())
+    )
+    contributions: Folded[ContributionsDirectory] = field(
+        default_factory=lambda: Folded(DIRECTORY_SUBJECTS, fold_directory, ContributionsDirectory())
     )
 
     async def append(self, event: Event, msg_id: str, expect: Expectation | None = None) -> Appended:

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from services.ingest import heartbeat_handlers, links_handlers
+from services.ingest import contributions_handlers, heartbeat_handlers, links_handlers
 from services.ingest.context import Ingest
 from services.ingest.rejected import Rejected
 from shared import metrics
@@ -17,6 +17,7 @@ from shared.commands import AnyCommand, Command, Reply
 HANDLERS: dict[type[Command], Callable[[Ingest, Any], Awaitable[Reply]]] = {
     **heartbeat_handlers.HANDLERS,
     **links_handlers.HANDLERS,
+    **contributions_handlers.HANDLERS,
 }
 
 

@@ -18,6 +18,7 @@ from services.ingest.handlers import handle
 from shared import metrics
 from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS
 from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
+from shared.commands.contributions import RecordBlueprint, RecordEmail, RecordMark
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -26,6 +27,9 @@ log = get_logger(__name__)
 INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "beats": RecordBeat,
     "link_usage": RecordLinkUsage,
+    "contribution_marks": RecordMark,
+    "contribution_emails": RecordEmail,
+    "contribution_blueprints": RecordBlueprint,
 }
 INTAKE_DURABLE = "ingest-intake"
 # Fields never copied into a rejection record.
