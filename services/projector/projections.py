@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.projector import heartbeat, idempotency, links
+from services.projector import contributions, heartbeat, idempotency, links
 from shared.db import Conn
 from shared.events import AnyEvent
 
@@ -26,5 +26,8 @@ PROJECTIONS: dict[str, Projection] = {
         Projection("heartbeat", heartbeat.FILTERS, heartbeat.TABLES, heartbeat.apply_heartbeat),
         Projection("idempotency", idempotency.FILTERS, idempotency.TABLES, idempotency.apply_idempotency),
         Projection("links", links.FILTERS, links.TABLES, links.apply_links),
+        Projection(
+            "contributions", contributions.FILTERS, contributions.TABLES, contributions.apply_contributions
+        ),
     )
 }
