@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import keys
+from services.gateway.contributions_routes import setup_contributions_routes
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
 from services.gateway.links_routes import setup_links_routes
@@ -24,6 +25,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     setup_health_routes(app)
     setup_heartbeat_routes(app, settings.device_routes_enabled)
     setup_links_routes(app, settings)
+    setup_contributions_routes(app, settings)
 
 
 async def _nats(app: web.Application) -> AsyncIterator[None]:
