@@ -1,4 +1,4 @@
-"""``usagehub``: the admin command line (up, migrate, rebuild, schema, links, import)."""
+"""``usagehub``: the admin command line (up, migrate, rebuild, quarantine, schema, links, import)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,24 @@ async def _rebuild(settings: Settings, names: list[str]) -> None:
     finally:
         await pool.close()
         await nc.close()
+
+
+async def _quarantine(settings: Settings) -> None:
+    """Print every quarantined event as a JSON line (without its bytes: their hash and size)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT projection, stream_seq, subject, reason, data_sha256, length(data) AS size"
+            " FROM projection_quarantine ORDER BY stream_seq, projection"
+        )
+    finally:
+        await conn.close()
+    for r in rows:
+        print(json.dumps(dict(r)))
+    if not rows:
+        print("no quarantined events", file=sys.stderr)
 
 
 async def _links_add(settings: Settings, name: str, url: str, description: str) -> int:
@@ -149,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations")
     rebuild = sub.add_parser("rebuild", help="drop read models and replay them from the event stream")
     rebuild.add_argument("projection", nargs="+", choices=[*sorted(PROJECTIONS), "all"])
+    sub.add_parser("quarantine", help="list events the projections set aside (see docs/operations.md)")
     schema = sub.add_parser("schema", help="print the JSON Schema of every event")
     schema.add_argument("--markdown", action="store_true", help="as docs/events.md")
     links = sub.add_parser("links", help="manage the Lighthouse link registry")
@@ -193,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_import_git(settings, args.path, args.module, args.branch, args.progress))
         if args.command == "import":
             return asyncio.run(_import_directory(settings, args.file))
+        if args.command == "quarantine":
+            asyncio.run(_quarantine(_servers(settings)))
+            return 0
         if args.command == "migrate":
             asyncio.run(_migrate(_servers(settings)))
             return 0

@@ -12,7 +12,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats
@@ -23,6 +23,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -42,8 +43,17 @@ REJECTED_STREAM = "USAGEHUB_REJECTED"
 REJECTED_SUBJECTS = "usagehub.rejected.>"
 COMMANDS_PREFIX = "usagehub.commands."
 INGEST_QUEUE = "ingest"
+# usagehub.commands.Ping: any ingest answers 200 at once (readiness: is an ingest there?).
+PING = "Ping"
 # Core-NATS notices a projector sends after each commit: the gateway's read-your-writes waits on them.
 PROJECTED_PREFIX = "usagehub.projected."
+
+# Byte limits: the intake is a queue (a backlog this large means ingest is down), the rejected
+# stream a record for operators; a message in either is at most what it can usefully be.
+INTAKE_MAX_BYTES = 1024**3
+INTAKE_MAX_MESSAGE = 1024 * 1024
+REJECTED_MAX_BYTES = 256 * 1024**2
+REJECTED_MAX_MESSAGE = 128 * 1024
 
 # JetStream's own limits on an atomic batch are 1000 messages and 50 open batches per stream.
 MAX_BATCH = 256
@@ -100,6 +110,10 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             num_replicas=replicas,
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=120.0,
+            # Full: publishers are refused (they retry), never is an unprocessed message dropped.
+            max_bytes=INTAKE_MAX_BYTES,
+            max_msg_size=INTAKE_MAX_MESSAGE,
+            discard=DiscardPolicy.NEW,
         ),
         StreamConfig(
             name=REJECTED_STREAM,
@@ -107,14 +121,26 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             storage=StorageType.FILE,
             num_replicas=replicas,
             max_age=30 * 24 * 3600.0,
+            # Full: the oldest rejection records go first.
+            max_bytes=REJECTED_MAX_BYTES,
+            max_msg_size=REJECTED_MAX_MESSAGE,
+            discard=DiscardPolicy.OLD,
         ),
     ]
     for config in configs:
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except NotFoundError:
             with contextlib.suppress(APIError):  # another process created it first
                 await js.add_stream(config)
+            continue
+        if (info.config.max_bytes, info.config.max_msg_size) != (config.max_bytes, config.max_msg_size):
+            # Streams created before these limits existed get them (the limits are all that changes).
+            limited = replace(info.config, max_bytes=config.max_bytes, max_msg_size=config.max_msg_size)
+            if config.discard is not None:
+                limited = replace(limited, discard=config.discard)
+            with contextlib.suppress(APIError):
+                await js.update_stream(limited)
 
 
 class AppendError(Exception):
@@ -341,18 +367,23 @@ async def fetch(sub: JetStreamContext.PullSubscription, batch: int, wait: float 
 async def read_stream(
     js: JetStreamContext, filters: list[str], after: int = 0, batch: int = 1000
 ) -> AsyncIterator[list[Delivery]]:
-    """Read the event stream from ``after`` to its current end with an ephemeral consumer."""
+    """Read the event stream from ``after`` to its current end with a short-lived consumer, deleted
+    when the read ends (however it ends), so one-off reads never pile up on the server."""
     config = ConsumerConfig(
         ack_policy=AckPolicy.NONE,
         filter_subjects=filters,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
         opt_start_seq=after + 1,
+        # The server's own clean-up, should this process die before it deletes the consumer.
         inactive_threshold=30.0,
     )
     sub = await js.pull_subscribe("", stream=EVENTS_STREAM, config=config)
+    name: str | None = None
     try:
+        info = await sub.consumer_info()
+        name = info.name
         # What is pending now is "the current end"; later appends are the caller's next read.
-        pending = int((await sub.consumer_info()).num_pending or 0)
+        pending = int(info.num_pending or 0)
         while pending > 0:
             got = await fetch(sub, min(batch, pending), wait=5.0)
             if not got:
@@ -362,3 +393,36 @@ async def read_stream(
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+        if name is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(EVENTS_STREAM, name)
+
+
+async def read_new(
+    js: JetStreamContext, subjects: list[str], after: int, most: int = 10_000
+) -> tuple[int, list[tuple[int, str, bytes]]]:
+    """The events on ``subjects`` after ``after``, by direct gets: no consumer is created.
+
+    Returns (position read up to, [(seq, subject, data)] in stream order). Reading stops at the stream's
+    last sequence as it was when the read began, so the position is exact even while appends go on;
+    past ``most`` events the position is where the read stopped.
+    """
+    until = int((await js.stream_info(EVENTS_STREAM)).state.last_seq)
+    found: list[tuple[int, str, bytes]] = []
+    for subject in subjects:
+        seq = after + 1
+        while seq <= until:
+            try:
+                msg = await js.get_msg(EVENTS_STREAM, seq=seq, subject=subject, next=True, direct=True)
+            except NotFoundError:
+                break
+            got = int(msg.seq or 0)
+            if got > until:
+                break
+            found.append((got, msg.subject or "", bytes(msg.data or b"")))
+            seq = got + 1
+            if len(found) >= most:
+                until = got
+                break
+    found.sort()
+    return until, [item for item in found if item[0] <= until]

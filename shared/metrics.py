@@ -20,6 +20,11 @@ PROJECTION_LAG = Gauge(
 )
 PROJECTION_POSITION = Gauge("usagehub_projection_position", "Projection checkpoint", ["projection"])
 EVENTS_PROJECTED = Counter("usagehub_events_projected_total", "Events applied", ["projection"])
+PROJECTION_QUARANTINED = Counter(
+    "usagehub_projection_quarantined_total",
+    "Events a projection could not decode or apply, set aside in projection_quarantine",
+    ["projection"],
+)
 REDELIVERIES = Counter(
     "usagehub_consumer_redeliveries_total", "Messages delivered more than once", ["projection"]
 )

@@ -36,6 +36,8 @@ class Settings:
     projector_batch: int = 500
     # /readyz fails when a projection is more than this many events behind the stream.
     ready_max_lag: int = 10_000
+    # /readyz fails when a projection has had events waiting this long without its checkpoint moving.
+    ready_stuck_after: float = 15.0
     # ingest and projector serve /healthz, /readyz and /metrics here (the gateway on its HTTP port).
     metrics_port: int = 9100
     stats_interval: float = 1.0

@@ -14,7 +14,7 @@ from aiohttp import web
 from services.gateway import contributions_read as read
 from services.gateway import keys
 from services.gateway.errors import http_error
-from services.gateway.requests import require_admin, send
+from services.gateway.requests import BodyTooLarge, decode_json, read_body, require_admin, send
 from shared.commands import Command
 from shared.commands.contributions import (
     BlueprintData,
@@ -275,17 +275,16 @@ def _list(group: str) -> View:
 
 
 async def _body(request: web.Request) -> Any:
-    """The whole JSON body, however many segments it arrives in (400 when too large or not JSON)."""
-    chunks, size = [], 0
-    while chunk := await request.content.read(64 * 1024):
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise http_error(400, f"request body too large: at most {MAX_BODY} bytes per request")
-        chunks.append(chunk)
+    """The whole JSON body: 413 when larger than one command can be, 400 when not JSON."""
     try:
-        return msgspec.json.decode(b"".join(chunks))
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        raise http_error(400, "request body must be JSON") from None
+        # These routes take larger bodies than the gateway's default (a list of records).
+        raw = await read_body(request.clone(client_max_size=MAX_BODY), MAX_BODY)
+    except BodyTooLarge:
+        raise http_error(413, f"request body too large: at most {MAX_BODY} bytes per request") from None
+    try:
+        return decode_json(raw)
+    except ValueError as exc:
+        raise http_error(400, str(exc)) from None
 
 
 def _records(body: Any, what: str, data_type: type[msgspec.Struct]) -> list[Any]:

@@ -17,9 +17,13 @@ def http_error(status: int, message: str, headers: dict[str, str] | None = None)
     for candidate in (
         web.HTTPBadRequest,
         web.HTTPUnauthorized,
+        web.HTTPForbidden,
         web.HTTPNotFound,
+        web.HTTPRequestTimeout,
         web.HTTPConflict,
         web.HTTPRequestEntityTooLarge,
+        web.HTTPUnprocessableEntity,
+        web.HTTPTooManyRequests,
         web.HTTPUnsupportedMediaType,
         web.HTTPServiceUnavailable,
         web.HTTPGatewayTimeout,

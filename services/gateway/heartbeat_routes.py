@@ -13,10 +13,11 @@ from aiohttp import web
 from services.gateway import keys
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_read import read_snapshot, stats_view
-from services.gateway.requests import json_object, path_id, require_admin, send
+from services.gateway.requests import json_object, path_id, presented_token, require_admin, send
 from services.gateway.writes import idempotency_key
 from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.events import now
+from shared.secrets import hash_token, new_token
 
 READ_BY = ("heartbeat",)
 MAX_BODY = 4096
@@ -31,21 +32,25 @@ async def register_device(request: web.Request) -> web.Response:
     name = body.get("name")
     if not isinstance(name, str):
         raise http_error(400, "name must be a non-empty string")
-    reply = await send(request, RegisterDevice(name=name, idempotency_key=idempotency_key(request)), READ_BY)
-    return web.json_response(reply.result)
+    # The token is made here and only its hash crosses the bus: the plaintext is in this answer only.
+    token = new_token()
+    cmd = RegisterDevice(name=name, token_hash=hash_token(token), idempotency_key=idempotency_key(request))
+    reply = await send(request, cmd, READ_BY)
+    return web.json_response({**reply.result, "token": token})
 
 
 async def generate_token(request: web.Request) -> web.Response:
     require_admin(request)
-    reply = await send(request, RegenerateDeviceToken(device_id=path_id(request, "device")), READ_BY)
-    return web.json_response(reply.result)
+    token = new_token()
+    cmd = RegenerateDeviceToken(device_id=path_id(request, "device"), token_hash=hash_token(token))
+    reply = await send(request, cmd, READ_BY)
+    return web.json_response({**reply.result, "token": token})
 
 
 async def beat(request: web.Request) -> web.Response:
-    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not token or len(token) > 512:
-        raise http_error(401, "invalid or missing Authorization header")
-    reply = await send(request, RecordBeat(token=token, idempotency_key=idempotency_key(request)), READ_BY)
+    token = presented_token(request)
+    cmd = RecordBeat(token_hash=hash_token(token), idempotency_key=idempotency_key(request))
+    reply = await send(request, cmd, READ_BY)
     return web.Response(text=str(reply.result["timestamp"]), content_type="text/plain")
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from services.gateway import keys, links_read
 from services.gateway.errors import http_error
-from services.gateway.requests import json_object, path_id, require_admin, send
+from services.gateway.requests import json_object, path_id, read_form, require_admin, send
 from services.gateway.writes import idempotency_key
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
 from shared.db import Conn
@@ -48,12 +48,7 @@ async def _usage_user(request: web.Request) -> str:
         body = await json_object(request, MAX_BODY)
         user = body.get("user")
     else:
-        try:
-            form = await request.post()
-        except web.HTTPRequestEntityTooLarge:
-            raise ValueError("request body too large") from None
-        except ValueError:
-            raise ValueError("request body is not a valid UTF-8 form") from None
+        form = await read_form(request, MAX_BODY)
         user = form.get("user")
     if user is None:
         raise ValueError("user is required (form-encoded, or in a JSON object)")

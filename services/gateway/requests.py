@@ -3,10 +3,13 @@ sending a command with read-your-writes."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from services.gateway import keys
 from services.gateway.errors import http_error
@@ -25,16 +28,79 @@ def require_admin(request: web.Request) -> None:
         raise http_error(401, "invalid or missing Authorization header")
 
 
-async def json_object(request: web.Request, max_body: int) -> dict[str, Any]:
-    """The body as a JSON object; raises ValueError with the reason otherwise."""
-    raw = await request.content.read(max_body + 1)
+_TOKEN = re.compile(r"^[\x21-\x7e]{1,512}$")
+
+
+def presented_token(request: web.Request) -> str:
+    """The credential in ``Authorization`` (``Bearer`` optional): printable ASCII, or 401. Bytes
+    that are not valid UTF-8 arrive as surrogates and are refused here, never hashed."""
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not _TOKEN.match(token):
+        raise http_error(401, "invalid or missing Authorization header")
+    return token
+
+
+class BodyTooLarge(ValueError):
+    """The body is longer than the route accepts (a ValueError: routes answer 400 or 413)."""
+
+
+# How long a body may take to arrive in full, however it is segmented.
+BODY_TIMEOUT = 10.0
+
+
+async def read_body(request: web.Request, max_body: int) -> bytes:
+    """The whole body, however many TCP segments it arrives in, bounded by ``max_body`` bytes and by
+    ``BODY_TIMEOUT`` (408 when it stalls: a ``Content-Length`` the client never sends in full)."""
+    if request.content_length is not None and request.content_length > max_body:
+        raise BodyTooLarge("request body too large")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()  # to the end; also cached for request.post()
+    except TimeoutError:
+        raise http_error(408, "the request body did not arrive in time") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge("request body too large") from None
     if len(raw) > max_body:
-        raise ValueError("request body too large")
+        raise BodyTooLarge("request body too large")
+    return raw
+
+
+async def read_form(
+    request: web.Request, max_body: int
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """A form body (urlencoded or multipart), whole, bounded and timed as ``read_body``."""
+    if request.content_length is not None and request.content_length > max_body:
+        raise BodyTooLarge("request body too large")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.post()
+    except TimeoutError:
+        raise http_error(408, "the request body did not arrive in time") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge("request body too large") from None
+    except ValueError:
+        raise ValueError("request body is not a valid UTF-8 form") from None
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON from bytes; anything malformed (bad bytes, nesting too deep, numbers out of range) is a
+    ValueError with the reason, never an exception the client could turn into a 500."""
     try:
         # msgspec refuses lone surrogates, which could never be encoded into a command.
-        body = msgspec.json.decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        raise ValueError("request body must be a JSON object") from None
+        return msgspec.json.decode(raw)
+    except RecursionError:
+        raise ValueError("request body is nested too deeply") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from None
+
+
+async def json_object(request: web.Request, max_body: int) -> dict[str, Any]:
+    """The body as a JSON object; raises ValueError with the reason otherwise."""
+    raw = await read_body(request, max_body)
+    try:
+        body = decode_json(raw)
+    except ValueError as exc:
+        raise ValueError(f"request body must be a JSON object ({exc})") from None
     if not isinstance(body, dict):
         raise ValueError("request body must be a JSON object")
     return body

@@ -30,7 +30,8 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         async with Appender(nc, timeout=settings.command_timeout) as appender:
             ingest = Ingest(appender=appender, js=js, pool=pool)
             await ensure_installation(ingest)
-            await ingest.devices.catch_up(js)
+            await ingest.devices.load(js)
+            await ingest.links.load(js)
 
             async def ready() -> tuple[bool, dict[str, Any]]:
                 return nc.is_connected, {"nats": nc.is_connected}

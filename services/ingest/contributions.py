@@ -366,11 +366,21 @@ def fold_directory(state: ContributionsDirectory, event: Event, seq: int) -> Con
     return replace(state, **{section: entries}, last_seq=seq)
 
 
+def skip_directory_message(state: ContributionsDirectory, subject: str, seq: int) -> ContributionsDirectory:
+    """A message on a directory subject that is no event: only its position counts."""
+    return replace(state, last_seq=seq)
+
+
+_ENVELOPE = frozenset(
+    {"event_id", "occurred_at", "idempotency_key", "request_fingerprint", "request_id", "version"}
+)
+
+
 def _same(a: Event | None, b: Event) -> bool:
     """Equal but for the envelope (event id, time, request)."""
     if a is None:
         return False
-    envelope = {"event_id", "occurred_at", "idempotency_key", "request_id", "version"}
+    envelope = _ENVELOPE
     da = {k: v for k, v in msgspec.structs.asdict(a).items() if k not in envelope}
     db = {k: v for k, v in msgspec.structs.asdict(b).items() if k not in envelope}
     return type(a) is type(b) and da == db

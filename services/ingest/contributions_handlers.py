@@ -163,6 +163,9 @@ async def _change_directory(
     """
     folded = ingest.contributions
     async with folded.changes:
+        if folded.state.last_seq == 0:
+            # Never read (or still empty): one consumer reads a whole directory faster than direct gets.
+            await folded.load(ingest.js)
         await folded.catch_up(ingest.js)
         events = decide(folded.state)
         appended = await asyncio.gather(*(ingest.append(e, f"directory:{e.event_id}") for e in events))

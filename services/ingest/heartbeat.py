@@ -10,7 +10,6 @@ from datetime import datetime
 from services.ingest.rejected import Rejected
 from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
 from shared.events import BeatRecorded, DeviceRegistered, DeviceTokenRegenerated, Event, PageVisited
-from shared.secrets import hash_token
 
 MAX_NAME_LENGTH = 200
 DEVICE_SUBJECTS = "usagehub.events.devices.>"
@@ -53,6 +52,11 @@ def fold_device_registry(registry: DeviceRegistry, event: Event, seq: int) -> De
     return registry
 
 
+def skip_device_message(registry: DeviceRegistry, subject: str, seq: int) -> DeviceRegistry:
+    """A message on a device subject that is no event: only its position counts."""
+    return replace(registry, last_seq=seq)
+
+
 def valid_device_name(name: object) -> str:
     if not isinstance(name, str) or not name.strip():
         raise Rejected(400, "name must be a non-empty string")
@@ -64,36 +68,40 @@ def valid_device_name(name: object) -> str:
 
 
 def register_device(
-    cmd: RegisterDevice, registry: DeviceRegistry, token_hash: str, *, event_id: str, at: datetime
+    cmd: RegisterDevice, registry: DeviceRegistry, *, event_id: str, at: datetime
 ) -> DeviceRegistered:
     return DeviceRegistered(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         device_id=registry.next_id,
         name=valid_device_name(cmd.name),
-        token_hash=token_hash,
+        token_hash=valid_token_hash(cmd.token_hash),
     )
 
 
 def regenerate_token(
-    cmd: RegenerateDeviceToken, registry: DeviceRegistry, token_hash: str, *, event_id: str, at: datetime
+    cmd: RegenerateDeviceToken, registry: DeviceRegistry, *, event_id: str, at: datetime
 ) -> DeviceTokenRegenerated:
     if cmd.device_id not in registry.names:
         raise Rejected(404, f"device {cmd.device_id} does not exist")
     return DeviceTokenRegenerated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         device_id=cmd.device_id,
-        token_hash=token_hash,
+        token_hash=valid_token_hash(cmd.token_hash),
     )
 
 
-def device_for_token(registry: DeviceRegistry, token: str) -> int:
-    token_hash = hash_token(token)
+def valid_token_hash(token_hash: str) -> str:
+    if len(token_hash) != 64 or not all(c in "0123456789abcdef" for c in token_hash):
+        raise Rejected(400, "token_hash must be the SHA-256 of the token as 64 lowercase hex digits")
+    return token_hash
+
+
+def device_for_token(registry: DeviceRegistry, token_hash: str) -> int:
+    """The device whose current token hashes to ``token_hash``; 401 for anything else."""
     device_id = registry.by_token_hash.get(token_hash)
     # The dict lookup is on a hash of a 256-bit secret; the final comparison is constant-time anyway.
     if device_id is None or not hmac.compare_digest(registry.token_hashes[device_id], token_hash):
@@ -105,9 +113,8 @@ def record_beat(cmd: RecordBeat, registry: DeviceRegistry, *, event_id: str, at:
     return BeatRecorded(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
-        device_id=device_for_token(registry, cmd.token),
+        device_id=device_for_token(registry, cmd.token_hash),
     )
 
 
@@ -117,7 +124,6 @@ def record_page_visit(cmd: RecordPageVisit, *, event_id: str, at: datetime) -> P
     return PageVisited(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         path=cmd.path,
     )

@@ -10,11 +10,15 @@ from services.ingest.context import Ingest, msg_id_for
 from services.ingest.heartbeat import (
     DEVICE_SUBJECTS,
     DeviceRegistry,
+    device_for_token,
     record_beat,
     record_page_visit,
     regenerate_token,
     register_device,
+    valid_token_hash,
 )
+from services.ingest.idempotency import ADMIN, IdempotencyKey, idempotency_key
+from services.ingest.rejected import Rejected
 from shared.bus import Expectation, ExpectationFailed
 from shared.commands import (
     Command,
@@ -33,7 +37,6 @@ from shared.events import (
     new_event_id,
     now,
 )
-from shared.secrets import hash_token, new_token
 
 INSTALLATION_SUBJECTS = "usagehub.events.installation.>"
 DeviceEvent = DeviceRegistered | DeviceTokenRegenerated
@@ -43,58 +46,81 @@ def _devices_expectation(registry: DeviceRegistry) -> Expectation:
     return Expectation(DEVICE_SUBJECTS, registry.last_seq)
 
 
-async def _issue_token(
-    ingest: Ingest, decide: Callable[[DeviceRegistry, str], DeviceEvent], msg_id: str
-) -> Reply:
-    """Append a device event carrying a new token's hash; the plaintext token goes only to the caller."""
-    token = new_token()
+async def _append_device_event(
+    ingest: Ingest,
+    decide: Callable[[DeviceRegistry], DeviceEvent],
+    msg_id: str,
+    key: IdempotencyKey | None = None,
+) -> tuple[DeviceEvent | Event, int]:
+    """Append a device event (one change at a time per process), answered as its first try was."""
     async with ingest.devices.changes:
         event, appended = await ingest.decide_and_append(
-            ingest.devices,
-            lambda registry: decide(registry, hash_token(token)),
-            _devices_expectation,
-            msg_id,
-            maybe_news=[404],
+            ingest.devices, decide, _devices_expectation, msg_id, key=key, maybe_news=[404]
         )
         await ingest.devices.catch_up(ingest.js)
-    if appended.duplicate:  # a retried registration: the first answer (and its token) may be lost
-        original = await ingest.event_at(appended.seq)
-        assert isinstance(original, DeviceRegistered)
-        return await _reissue_token(ingest, original.device_id)
+    return await ingest.original(appended, event, key), appended.seq
+
+
+async def _new_token(ingest: Ingest, device_id: int, token_hash: str, request_id: str | None) -> Reply:
+    """Give ``device_id`` the token the gateway made (only its hash is here); the old one stops working.
+
+    Every regeneration is a new token: a retried one must never be collapsed into a lost one, so it
+    gets a fresh message id, never the client's key.
+    """
+    cmd = RegenerateDeviceToken(device_id=device_id, token_hash=token_hash, request_id=request_id)
+    event, seq = await _append_device_event(
+        ingest,
+        lambda registry: regenerate_token(cmd, registry, event_id=new_event_id(), at=now()),
+        f"RegenerateDeviceToken:{new_event_id()}",
+    )
+    return _device_reply(ingest, event, seq)
+
+
+def _device_reply(ingest: Ingest, event: Event, seq: int) -> Reply:
+    assert isinstance(event, DeviceRegistered | DeviceTokenRegenerated)
     name = ingest.devices.state.names[event.device_id]
-    return Reply(status=200, seq=appended.seq, result={"id": event.device_id, "name": name, "token": token})
-
-
-async def _reissue_token(ingest: Ingest, device_id: int) -> Reply:
-    return await handle_regenerate_token(ingest, RegenerateDeviceToken(device_id=device_id))
+    # The gateway adds the plaintext token it made: it never crossed the bus.
+    return Reply(status=200, seq=seq, result={"id": event.device_id, "name": name})
 
 
 async def handle_register_device(ingest: Ingest, cmd: RegisterDevice) -> Reply:
-    earlier = await ingest.earlier_outcome(cmd.idempotency_key)
+    key = idempotency_key(cmd, ADMIN, "devices")
+    earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, DeviceRegistered):
-        return await _reissue_token(ingest, earlier.device_id)
-    return await _issue_token(
+        # A retried registration: the first answer, and its token, may be lost. Same device, and the
+        # token this retry brought replaces the first one.
+        return await _new_token(ingest, earlier.device_id, cmd.token_hash, cmd.request_id)
+    event, seq = await _append_device_event(
         ingest,
-        lambda registry, token_hash: register_device(
-            cmd, registry, token_hash, event_id=new_event_id(), at=now()
-        ),
-        msg_id_for(cmd),
+        lambda registry: register_device(cmd, registry, event_id=new_event_id(), at=now()),
+        msg_id_for(cmd, key),
+        key,
     )
+    assert isinstance(event, DeviceRegistered)
+    if event.token_hash != cmd.token_hash:  # a retry inside JetStream's duplicate window
+        return await _new_token(ingest, event.device_id, cmd.token_hash, cmd.request_id)
+    return _device_reply(ingest, event, seq)
 
 
 async def handle_regenerate_token(ingest: Ingest, cmd: RegenerateDeviceToken) -> Reply:
-    return await _issue_token(
-        ingest,
-        lambda registry, token_hash: regenerate_token(
-            cmd, registry, token_hash, event_id=new_event_id(), at=now()
-        ),
-        # Every regeneration is a new token: a retried one must not be collapsed into the lost one.
-        f"RegenerateDeviceToken:{new_event_id()}",
-    )
+    return await _new_token(ingest, cmd.device_id, cmd.token_hash, cmd.request_id)
+
+
+async def _authenticated_device(ingest: Ingest, token_hash: str) -> int:
+    """The device a token belongs to, looking at the stream once more before refusing (401): another
+    replica may have issued the token a moment ago."""
+    valid_token_hash(token_hash)
+    try:
+        return device_for_token(ingest.devices.state, token_hash)
+    except Rejected:
+        await ingest.devices.catch_up(ingest.js)
+        return device_for_token(ingest.devices.state, token_hash)
 
 
 async def handle_record_beat(ingest: Ingest, cmd: RecordBeat) -> Reply:
-    event: Event | None = await ingest.earlier_outcome(cmd.idempotency_key)
+    device_id = await _authenticated_device(ingest, cmd.token_hash)
+    key = idempotency_key(cmd, f"device:{device_id}", "beats")
+    event: Event | None = await ingest.earlier_outcome(key)
     seq = 0
     if not isinstance(event, BeatRecorded):
         # The expectation on device events means a just-revoked token can never slip through.
@@ -102,17 +128,18 @@ async def handle_record_beat(ingest: Ingest, cmd: RecordBeat) -> Reply:
             ingest.devices,
             lambda registry: record_beat(cmd, registry, event_id=new_event_id(), at=now()),
             _devices_expectation,
-            msg_id_for(cmd),
+            msg_id_for(cmd, key),
+            key=key,
             maybe_news=[401],
         )
-        event, seq = await ingest.original(appended, decided), appended.seq
+        event, seq = await ingest.original(appended, decided, key), appended.seq
     assert isinstance(event, BeatRecorded)
     return Reply(status=200, seq=seq, result={"timestamp": int(event.occurred_at.timestamp())})
 
 
 async def handle_record_page_visit(ingest: Ingest, cmd: RecordPageVisit) -> Reply:
     event = record_page_visit(cmd, event_id=new_event_id(), at=now())
-    appended = await ingest.append(event, msg_id_for(cmd))
+    appended = await ingest.append(event, msg_id_for(cmd, None))
     return Reply(status=200, seq=appended.seq)
 
 

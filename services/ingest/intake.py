@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
 from typing import Any
 
 import msgspec
@@ -16,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from services.ingest.context import Ingest
 from services.ingest.handlers import handle
 from shared import metrics
-from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS
+from shared.bus import COMMANDS_PREFIX, INGEST_QUEUE, INTAKE_STREAM, INTAKE_SUBJECTS, PING
 from shared.commands import AnyCommand, RecordBeat, RecordLinkUsage, Reply, command_decoder, encoder
 from shared.commands.contributions import RecordBlueprint, RecordEmail, RecordMark
 from shared.logging import get_logger, request_id_var
@@ -32,11 +34,23 @@ INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "contribution_blueprints": RecordBlueprint,
 }
 INTAKE_DURABLE = "ingest-intake"
+# Who published a message on usagehub.ingest.<kind> with no publisher token.
+GENERIC_PUBLISHER = "services"
 # Fields never copied into a rejection record.
-_SECRET_FIELDS = frozenset({"token", "authorization"})
+_SECRET_FIELDS = frozenset({"token", "token_hash", "authorization", "api_key", "key", "password", "secret"})
+# Fields only usagehub sets: a payload that sets one is refused, never obeyed.
+_INTERNAL_FIELDS = frozenset({"idempotency_key", "origin", "command"})
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_REASON = 2000
+MAX_SUBJECT = 256
+MAX_REJECTION_BYTES = 64 * 1024
 
 
 async def _answer(ingest: Ingest, msg: Msg) -> None:
+    if msg.subject == COMMANDS_PREFIX + PING:
+        with contextlib.suppress(Exception):
+            await msg.respond(encoder.encode(Reply(status=200)))
+        return
     try:
         cmd = command_decoder.decode(msg.data)
     except msgspec.DecodeError as exc:
@@ -66,48 +80,95 @@ async def serve_commands(nc: NATS, ingest: Ingest) -> Any:
     return await nc.subscribe(COMMANDS_PREFIX + "*", queue=INGEST_QUEUE, cb=on_command)
 
 
-def _redacted(payload: bytes) -> Any:
+def _redacted(payload: bytes) -> dict[str, Any]:
+    """What a rejection record keeps of a payload: a JSON object with its secrets redacted, or for
+    anything else only its size and hash (it may be a bare secret)."""
     try:
         data = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return {"unparsed_bytes": len(payload)}
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        data = None
     if isinstance(data, dict):
-        return {k: ("[redacted]" if k.lower() in _SECRET_FIELDS else v) for k, v in data.items()}
-    return data
+        return {"payload": {k: ("[redacted]" if k.lower() in _SECRET_FIELDS else v) for k, v in data.items()}}
+    return _digest(payload)
 
 
-def decode_intake(kind: str, payload: bytes, msg_id: str) -> AnyCommand:
-    """Turn an intake message into a command; raises ValueError with the reason when invalid."""
+def parse_intake_subject(subject: str) -> tuple[str, str]:
+    """``usagehub.ingest.<kind>`` (the generic publisher) or ``usagehub.ingest.<kind>.<publisher>``:
+    NATS permissions let a named publisher publish only under its own name, so the name is trusted."""
+    tokens = subject.split(".")
+    kind = tokens[2] if len(tokens) > 2 else ""
+    publisher = tokens[3] if len(tokens) == 4 else GENERIC_PUBLISHER
+    if len(tokens) > 4:
+        kind = ""  # no such subject: rejected as an unknown kind
+    return kind, publisher
+
+
+def decode_intake(kind: str, payload: bytes, msg_id: str, publisher: str = GENERIC_PUBLISHER) -> AnyCommand:
+    """Turn an intake message into a command; raises ValueError with the reason when invalid.
+
+    The message id is the publisher's idempotency key; the origin names the publisher. Neither, nor
+    any other internal field, can be set by the payload.
+    """
     cls = INTAKE_KINDS.get(kind)
     if cls is None:
         raise ValueError(f"unknown intake kind {kind!r}; known: {sorted(INTAKE_KINDS)}")
     try:
         fields = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ValueError(f"payload is not JSON: {exc}") from None
     if not isinstance(fields, dict):
         raise ValueError("payload must be a JSON object")
-    fields.setdefault("idempotency_key", msg_id)
+    internal = sorted(_INTERNAL_FIELDS & fields.keys())
+    if internal:
+        raise ValueError(
+            f"{', '.join(internal)}: set by usagehub, not by publishers (the message id is the key)"
+        )
+    if "token" in fields:
+        raise ValueError("token: send token_hash (the SHA-256 of the token, 64 hex digits), never the token")
+    request_id = fields.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or not REQUEST_ID.match(request_id)):
+        raise ValueError("request_id must be 1 to 128 of A-Z a-z 0-9 . _ -")
+    command = {**fields, "command": cls.__name__, "idempotency_key": msg_id, "origin": f"intake:{publisher}"}
     try:
-        cmd: AnyCommand = msgspec.convert({**fields, "command": cls.__name__}, AnyCommand)
+        cmd: AnyCommand = msgspec.convert(command, AnyCommand)
     except msgspec.ValidationError as exc:
         raise ValueError(str(exc)) from None
     return cmd
 
 
+def _kind_label(kind: str) -> str:
+    # Metric labels and rejected subjects come from a fixed set, whatever subjects are published.
+    return kind if kind in INTAKE_KINDS else "unknown"
+
+
 async def _reject(js: JetStreamContext, kind: str, msg: Msg, reason: str, status: int) -> None:
-    record = {"kind": kind, "status": status, "reason": reason, "payload": _redacted(msg.data)}
-    await js.publish(f"usagehub.rejected.{kind or 'unknown'}", msgspec.json.encode(record))
-    metrics.INTAKE_REJECTED.labels(kind).inc()
-    log.warning("intake message rejected", kind=kind, reason=reason)
+    label = _kind_label(kind)
+    record = {
+        "kind": label,
+        "intake_subject": msg.subject[:MAX_SUBJECT],
+        "status": status,
+        "reason": reason[:MAX_REASON],
+    }
+    record.update(_redacted(msg.data))
+    data = msgspec.json.encode(record)
+    if len(data) > MAX_REJECTION_BYTES:  # the record of a huge payload keeps its hash, not its text
+        record.pop("payload", None)
+        data = msgspec.json.encode({**record, **_digest(msg.data)})
+    await js.publish(f"usagehub.rejected.{label}", data)
+    metrics.INTAKE_REJECTED.labels(label).inc()
+    log.warning("intake message rejected", kind=label, reason=reason[:MAX_REASON])
+
+
+def _digest(payload: bytes) -> dict[str, Any]:
+    return {"payload_bytes": len(payload), "payload_sha256": hashlib.sha256(payload).hexdigest()}
 
 
 async def _take(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
-    kind = msg.subject.removeprefix("usagehub.ingest.")
+    kind, publisher = parse_intake_subject(msg.subject)
     headers = msg.headers or {}
-    msg_id = headers.get("Nats-Msg-Id") or f"intake:{msg.metadata.sequence.stream}"
+    msg_id = headers.get("Nats-Msg-Id") or f"seq:{msg.metadata.sequence.stream}"
     try:
-        cmd = decode_intake(kind, msg.data, msg_id)
+        cmd = decode_intake(kind, msg.data, msg_id, publisher)
     except ValueError as exc:
         await _reject(js, kind, msg, str(exc), 400)
         await msg.ack()
@@ -115,7 +176,7 @@ async def _take(ingest: Ingest, js: JetStreamContext, msg: Msg) -> None:
     try:
         reply = await handle(ingest, cmd)
     except Exception:
-        log.exception("intake message failed, will be redelivered", kind=kind)
+        log.exception("intake message failed, will be redelivered", kind=_kind_label(kind))
         await msg.nak(delay=1.0)
         return
     if reply.status >= 500:

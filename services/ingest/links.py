@@ -84,6 +84,16 @@ def fold_link_registry(registry: LinkRegistry, event: Event, seq: int) -> LinkRe
     return registry
 
 
+def skip_link_message(registry: LinkRegistry, subject: str, seq: int) -> LinkRegistry:
+    """A message on a registry subject that is no event: only its position counts."""
+    return replace(
+        registry,
+        last_seq=seq,
+        last_created_seq=seq if subject == CREATED_SUBJECT else registry.last_created_seq,
+        last_deleted_seq=seq if subject == DELETED_SUBJECT else registry.last_deleted_seq,
+    )
+
+
 def updated(link: Link, event: LinkUpdated) -> Link:
     return replace(
         link,
@@ -150,7 +160,6 @@ def create_link(cmd: CreateLink, registry: LinkRegistry, *, event_id: str, at: d
     return LinkCreated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=registry.next_id,
         name=valid_name(cmd.name),
@@ -166,7 +175,6 @@ def update_link(cmd: UpdateLink, registry: LinkRegistry, *, event_id: str, at: d
     return LinkUpdated(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=cmd.link_id,
         name=None if cmd.name is None else valid_name(cmd.name),
@@ -180,7 +188,6 @@ def delete_link(cmd: DeleteLink, registry: LinkRegistry, *, event_id: str, at: d
     return LinkDeleted(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=cmd.link_id,
     )
@@ -209,7 +216,6 @@ def record_link_usage(
     return LinkUsed(
         event_id=event_id,
         occurred_at=at,
-        idempotency_key=cmd.idempotency_key,
         request_id=cmd.request_id,
         link_id=cmd.link_id,
         user=user,

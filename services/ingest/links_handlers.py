@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.ingest.context import Ingest, msg_id_for
+from services.ingest.idempotency import ADMIN, IdempotencyKey, idempotency_key
 from services.ingest.links import (
     CREATED_SUBJECT,
     DELETED_SUBJECT,
@@ -23,6 +24,7 @@ from services.ingest.links import (
     update_link,
     updated,
 )
+from services.ingest.rejected import Rejected
 from shared.bus import Appended, Expectation
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
 from shared.events import Event, LinkCreated, LinkUpdated, LinkUsed, new_event_id, now
@@ -41,14 +43,25 @@ async def _change(
     decide: Callable[[LinkRegistry], Event],
     expect: Callable[[LinkRegistry], Expectation],
     msg_id: str,
+    key: IdempotencyKey | None,
 ) -> tuple[Event, Appended]:
     """A registry change: one at a time per process, answered as the first of its retries was."""
     async with ingest.links.changes:
         event, appended = await ingest.decide_and_append(
-            ingest.links, decide, expect, msg_id, maybe_news=[404]
+            ingest.links, decide, expect, msg_id, key=key, maybe_news=[404]
         )
         await ingest.links.catch_up(ingest.js)
-    return await ingest.original(appended, event), appended
+    return await ingest.original(appended, event, key), appended
+
+
+async def _existing_link(ingest: Ingest, link_id: int) -> Link:
+    """The live link, looking at the stream once more before refusing (404): another replica may
+    have created it a moment ago. Checked before any replay of an idempotency key."""
+    try:
+        return live_link(ingest.links.state, link_id)
+    except Rejected:
+        await ingest.links.catch_up(ingest.js)
+        return live_link(ingest.links.state, link_id)
 
 
 def _created_reply(event: LinkCreated, seq: int) -> Reply:
@@ -57,20 +70,27 @@ def _created_reply(event: LinkCreated, seq: int) -> Reply:
 
 
 async def handle_create_link(ingest: Ingest, cmd: CreateLink) -> Reply:
-    earlier = await ingest.earlier_outcome(cmd.idempotency_key)
+    key = idempotency_key(cmd, ADMIN, "links")
+    earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, LinkCreated):
         return _created_reply(earlier, 0)
     event, appended = await _change(
         ingest,
         lambda registry: create_link(cmd, registry, event_id=new_event_id(), at=now()),
         _created_expectation,
-        msg_id_for(cmd),
+        msg_id_for(cmd, key),
+        key,
     )
     assert isinstance(event, LinkCreated)
     return _created_reply(event, appended.seq)
 
 
 async def handle_update_link(ingest: Ingest, cmd: UpdateLink) -> Reply:
+    await _existing_link(ingest, cmd.link_id)
+    key = idempotency_key(cmd, ADMIN, f"link:{cmd.link_id}")
+    if isinstance(await ingest.earlier_outcome(key), LinkUpdated):
+        # Answered with the link as it is now: later updates may have changed it since.
+        return Reply(status=200, result=live_link(ingest.links.state, cmd.link_id).as_result())
     before: dict[str, Link] = {}
 
     def decide(registry: LinkRegistry) -> Event:
@@ -78,35 +98,46 @@ async def handle_update_link(ingest: Ingest, cmd: UpdateLink) -> Reply:
         before["link"] = live_link(registry, cmd.link_id)
         return event
 
-    event, appended = await _change(ingest, decide, _deleted_expectation, msg_id_for(cmd))
+    event, appended = await _change(ingest, decide, _deleted_expectation, msg_id_for(cmd, key), key)
     assert isinstance(event, LinkUpdated)
+    if appended.duplicate:
+        return Reply(
+            status=200, seq=appended.seq, result=live_link(ingest.links.state, cmd.link_id).as_result()
+        )
     # The link as this update left it (a later concurrent update may change other fields again).
     return Reply(status=200, seq=appended.seq, result=updated(before["link"], event).as_result())
 
 
 async def handle_delete_link(ingest: Ingest, cmd: DeleteLink) -> Reply:
-    # No replay of an earlier outcome: deleting is idempotent anyway, and a repeat is plainly 404.
+    # No replay of an earlier outcome: the link is checked first, so a repeat is plainly 404.
+    await _existing_link(ingest, cmd.link_id)
+    key = idempotency_key(cmd, ADMIN, f"link:{cmd.link_id}")
     _, appended = await _change(
         ingest,
         lambda registry: delete_link(cmd, registry, event_id=new_event_id(), at=now()),
         _deleted_expectation,
-        msg_id_for(cmd),
+        msg_id_for(cmd, key),
+        key,
     )
     return Reply(status=204, seq=appended.seq)
 
 
 async def handle_record_link_usage(ingest: Ingest, cmd: RecordLinkUsage) -> Reply:
     """Usage takes no lock: uses never conflict with each other, only with a delete of their link."""
-    earlier = await ingest.earlier_outcome(cmd.idempotency_key)
-    if isinstance(earlier, LinkUsed):
+    await _existing_link(ingest, cmd.link_id)
+    # Usage posts are anonymous: the user they name is the caller a key belongs to.
+    key = idempotency_key(cmd, f"user:{cmd.user}", f"link:{cmd.link_id}")
+    if isinstance(await ingest.earlier_outcome(key), LinkUsed):
         return Reply(status=201, seq=0, result={"status": "ok"})
-    _, appended = await ingest.decide_and_append(
+    decided, appended = await ingest.decide_and_append(
         ingest.links,
         lambda registry: record_link_usage(cmd, registry, event_id=new_event_id(), at=now()),
         _deleted_expectation,
-        msg_id_for(cmd),
+        msg_id_for(cmd, key),
+        key=key,
         maybe_news=[404],
     )
+    await ingest.original(appended, decided, key)
     return Reply(status=201, seq=appended.seq, result={"status": "ok"})
 
 

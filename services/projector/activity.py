@@ -172,7 +172,7 @@ RECORD_COLUMNS = (
     "details",
 )
 
-_ENVELOPE = ("event_id", "version", "occurred_at", "idempotency_key", "request_id")
+_ENVELOPE = ("event_id", "version", "occurred_at", "idempotency_key", "request_fingerprint", "request_id")
 _encoder = msgspec.json.Encoder(order="sorted")
 
 

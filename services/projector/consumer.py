@@ -1,15 +1,20 @@
 """The one consumer loop: fetch a batch, apply it in one transaction with the checkpoint, then ack.
 
 Only one process applies a given projection at a time (a session advisory lock elects it): batches
-must be applied in stream order, and the checkpoint makes anything at or below it a no-op.
+must be applied in stream order, and the checkpoint makes anything at or below it a no-op. An event
+that cannot be decoded or applied is quarantined with its reason and skipped, never fatal: the
+decision depends only on the event, so a rebuild quarantines the same events.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+from dataclasses import dataclass
 
 import asyncpg
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -17,7 +22,7 @@ from services.projector.projections import Projection
 from shared import metrics
 from shared.bus import PROJECTED_PREFIX, Delivery, fetch, pull_consumer
 from shared.db import Conn
-from shared.events import decode_event
+from shared.events import AnyEvent, decode_event, encode_event
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -51,17 +56,110 @@ async def save_checkpoint(conn: Conn, projection: str, position: int) -> None:
     )
 
 
+# Failures of the database or the network: the batch is retried from the checkpoint, never blamed
+# on an event.
+_NOT_THE_EVENTS_FAULT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+_KEPT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """An event set aside: where it is in the stream, and why."""
+
+    seq: int
+    subject: str
+    data: bytes
+    reason: str
+
+
+def decode_deliveries(deliveries: list[Delivery]) -> tuple[list[tuple[int, AnyEvent]], list[Poison]]:
+    """The events, and the messages that are not events of any known type and version."""
+    events: list[tuple[int, AnyEvent]] = []
+    poison: list[Poison] = []
+    for d in deliveries:
+        try:
+            events.append((d.seq, decode_event(d.data)))
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError) as exc:
+            poison.append(Poison(d.seq, d.subject, d.data, f"cannot decode: {exc}"))
+    return events, poison
+
+
+async def _apply_isolating(
+    conn: Conn, projection: Projection, events: list[tuple[int, AnyEvent]], subjects: dict[int, str]
+) -> list[Poison]:
+    """Apply ``events``; if the batch fails because of an event, apply them one by one (a savepoint
+    each) and return the ones that fail."""
+    try:
+        async with conn.transaction():
+            await projection.apply(conn, events)
+        return []
+    except _NOT_THE_EVENTS_FAULT:
+        raise
+    except Exception:
+        pass
+    poison = []
+    for seq, event in events:
+        try:
+            async with conn.transaction():
+                await projection.apply(conn, [(seq, event)])
+        except _NOT_THE_EVENTS_FAULT:
+            raise
+        except Exception as exc:
+            reason = f"cannot apply: {type(exc).__name__}: {exc}"
+            poison.append(Poison(seq, subjects[seq], encode_event(event), reason))
+    return poison
+
+
+async def quarantine(conn: Conn, projection: str, poison: list[Poison]) -> None:
+    await conn.executemany(
+        "INSERT INTO projection_quarantine (projection, stream_seq, subject, reason, data_sha256, data)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (projection, stream_seq) DO NOTHING",
+        [
+            (
+                projection,
+                p.seq,
+                p.subject,
+                p.reason[:2000],
+                hashlib.sha256(p.data).hexdigest(),
+                p.data[:_KEPT_BYTES],
+            )
+            for p in poison
+        ],
+    )
+    metrics.PROJECTION_QUARANTINED.labels(projection).inc(len(poison))
+    for p in poison:
+        log.error(
+            "event quarantined", projection=projection, seq=p.seq, subject=p.subject, reason=p.reason[:500]
+        )
+
+
 async def apply_batch(conn: Conn, projection: Projection, deliveries: list[Delivery]) -> int:
-    """Apply what is new in ``deliveries`` and move the checkpoint, atomically; returns the checkpoint."""
+    """Apply what is new in ``deliveries`` and move the checkpoint, atomically; returns the checkpoint.
+
+    Events that cannot be decoded or applied are quarantined in the same transaction and skipped.
+    """
     async with conn.transaction():
         await lock_batches(conn, projection.name)
         position = await checkpoint(conn, projection.name)
-        fresh = [(d.seq, decode_event(d.data)) for d in deliveries if d.seq > position]
+        fresh = [d for d in deliveries if d.seq > position]
         if fresh:
-            await projection.apply(conn, fresh)
-            for seq, event in fresh:  # the request id that began at the gateway ends here
-                log.debug("projected", projection=projection.name, seq=seq, request_id=event.request_id)
-            position = fresh[-1][0]
+            events, poison = decode_deliveries(fresh)
+            if events:
+                subjects = {d.seq: d.subject for d in fresh}
+                poison += await _apply_isolating(conn, projection, events, subjects)
+            if poison:
+                await quarantine(conn, projection.name, poison)
+            position = fresh[-1].seq
             await save_checkpoint(conn, projection.name, position)
     return position
 

@@ -19,6 +19,7 @@ async def rebuild(conn: Conn, js: JetStreamContext, projection: Projection) -> i
         await lock_batches(conn, projection.name)
         await conn.execute("TRUNCATE " + ", ".join(projection.tables))
         await conn.execute("DELETE FROM projection_checkpoints WHERE projection = $1", projection.name)
+        await conn.execute("DELETE FROM projection_quarantine WHERE projection = $1", projection.name)
         position = 0
         async for batch in read_stream(js, projection.filters):
             # Nested: apply_batch's transaction becomes a savepoint inside this one.

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 
 class Command(msgspec.Struct, tag_field="command", kw_only=True, frozen=True):
-    # The client's Idempotency-Key as given; ingest scopes it by command, caller and target.
+    # Fields the server makes (a new token's hash), left out of a request's fingerprint: a retry
+    # carries a different one each time and is still the same request.
+    UNFINGERPRINTED: ClassVar[frozenset[str]] = frozenset()
+
+    # The client's Idempotency-Key as given; ingest scopes it by origin, command, caller and target.
     idempotency_key: str | None = None
     # For tracing only (clients may choose it): it never deduplicates anything.
     request_id: str | None = None
+    # Where the command came from: "http" (the gateway), or "intake:<publisher>" set by ingest for
+    # messages other services publish; intake payloads can never set it.
+    origin: str = "http"
 
 
 class Reply(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -17,6 +17,8 @@ class Event(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
     occurred_at: datetime
     # The client's idempotency key, scoped by command, caller and target, when it gave one.
     idempotency_key: str | None = None
+    # SHA-256 of the request that key first made: reusing the key for another request is refused.
+    request_fingerprint: str | None = None
     request_id: str | None = None
 
 

@@ -67,6 +67,7 @@ METRICS = frozenset(
         "usagehub_projection_lag",
         "usagehub_websocket_clients",
         "usagehub_consumer_redeliveries_total",
+        "usagehub_projection_quarantined_total",
     }
 )
 

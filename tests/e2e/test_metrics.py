@@ -64,3 +64,39 @@ async def test_lag_shows_while_the_projector_is_down(services: Services) -> None
         text = await (await client.get("/metrics")).text()
         assert sample(text, "usagehub_projection_lag", projection="heartbeat") == 0
         assert sample(text, "usagehub_projection_position", projection="heartbeat") >= 5
+
+
+async def test_readyz_tells_a_stopped_projector_and_a_missing_ingest(services: Services) -> None:
+    settings = with_settings(services.settings, read_your_writes_timeout=0.1, ready_stuck_after=1.0)
+    async with TestClient(TestServer(init_app(settings))) as client:
+        resp = await client.post("/api/devices", json={"name": "Laptop"}, headers=admin())
+        token = (await resp.json())["token"]
+        ready = await client.get("/readyz")
+        assert ready.status == 200 and (await ready.json())["ingest"] is True
+
+        # A stopped projector with writes waiting: stuck once its checkpoint has not moved for 1 s.
+        await services.stop_service("projector")
+        assert (await client.post("/api/beat", headers={"Authorization": token})).status == 200
+        first = await client.get("/readyz")  # starts the clock for this gateway
+        await asyncio.sleep(1.2)
+        stuck = await client.get("/readyz")
+        detail = await stuck.json()
+        assert stuck.status == 503, detail
+        assert "heartbeat" in detail["stuck"] and first.status in (200, 503)
+        services.start_service("projector")
+        for _ in range(100):
+            if (await client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await client.get("/readyz")).status == 200
+
+        # No ingest to answer: not ready, with the reason; ready again once it is back.
+        await services.stop_service("ingest")
+        gone = await client.get("/readyz")
+        assert gone.status == 503 and (await gone.json())["ingest"] is False
+        services.start_service("ingest")
+        for _ in range(100):
+            if (await client.get("/readyz")).status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await (await client.get("/readyz")).json())["ingest"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import asyncpg
 from aiohttp import web
@@ -13,6 +14,7 @@ from services.gateway import keys
 from services.gateway.app import init_app
 from shared.bus import EVENTS_STREAM
 from shared.events import BeatRecorded, DeviceRegistered, DeviceTokenRegenerated
+from shared.secrets import hash_token
 from tests.conftest import Services, admin, with_settings
 from tests.integration.helpers import all_events
 
@@ -111,3 +113,91 @@ async def test_a_retry_is_refused_while_neither_jetstream_nor_postgres_can_vouch
             await asyncio.sleep(0.1)
         assert await retried.text() == await first.text()
         assert await beats_in_stream(js) == 1
+
+
+# --- keys belong to their caller and target ----------------------------------------------------
+
+
+async def test_two_devices_with_one_key_are_both_counted(client: Client, js: JetStreamContext) -> None:
+    a, b = await token_of(client), await token_of(client)
+    first = await client.post("/api/beat", headers={"Authorization": a, "Idempotency-Key": "k"})
+    second = await client.post("/api/beat", headers={"Authorization": b, "Idempotency-Key": "k"})
+    assert first.status == second.status == 200
+    assert await beats_in_stream(js) == 2
+    devices = (await (await client.get("/api/stats")).json())["devices"]
+    assert [d["num_beats"] for d in devices] == [1, 1]
+
+
+async def test_a_bad_token_with_a_used_key_is_401(client: Client, js: JetStreamContext) -> None:
+    token = await token_of(client)
+    assert (
+        await client.post("/api/beat", headers={"Authorization": token, "Idempotency-Key": "u"})
+    ).status == 200
+    for bad in ("garbage", "", "Bearer x" * 100):
+        resp = await client.post("/api/beat", headers={"Authorization": bad, "Idempotency-Key": "u"})
+        assert resp.status == 401, bad
+    assert await beats_in_stream(js) == 1
+
+
+async def test_a_key_reused_for_a_different_request_is_422(client: Client, js: JetStreamContext) -> None:
+    key = {"Idempotency-Key": "reg"}
+    first = await client.post("/api/devices", json={"name": "Laptop"}, headers=admin(**key))
+    assert first.status == 200
+    other = await client.post("/api/devices", json={"name": "Phone"}, headers=admin(**key))
+    assert other.status == 422
+    assert "different request" in (await other.json())["error"]
+    # ... also past JetStream's duplicate window, where the key projection answers.
+    info = await js.stream_info(EVENTS_STREAM)
+    info.config.duplicate_window = 0.5
+    await js.update_stream(info.config)
+    await asyncio.sleep(1.0)
+    assert (await client.post("/api/devices", json={"name": "Phone"}, headers=admin(**key))).status == 422
+    registered = [e for _, e in await all_events(js) if isinstance(e, DeviceRegistered)]
+    assert [e.name for e in registered] == ["Laptop"]
+    link = {"name": "Wiki", "url": "https://wiki.example"}
+    assert (await client.post("/api/links", json=link, headers=admin(**key))).status == 201
+    changed = {**link, "url": "https://other.example"}
+    assert (await client.post("/api/links", json=changed, headers=admin(**key))).status == 422
+
+
+async def test_a_usage_key_is_scoped_to_its_link_and_checked_after_the_link(
+    client: Client, js: JetStreamContext
+) -> None:
+    for name in ("one", "two"):
+        link = {"name": name, "url": f"https://{name}.example"}
+        assert (await client.post("/api/links", json=link, headers=admin())).status == 201
+    key = {"Idempotency-Key": "use-1"}
+    assert (await client.post("/api/links/1/usage", data={"user": "dave"}, headers=key)).status == 201
+    # Another link with the same key is another use; a link that does not exist is 404, not a replay.
+    assert (await client.post("/api/links/2/usage", data={"user": "dave"}, headers=key)).status == 201
+    assert (await client.post("/api/links/9/usage", data={"user": "dave"}, headers=key)).status == 404
+    # The same user, link and key again is the retry it claims to be.
+    assert (await client.post("/api/links/1/usage", data={"user": "dave"}, headers=key)).status == 201
+    for link_id in (1, 2):
+        rows = await (await client.get(f"/api/links/{link_id}/usage")).json()
+        assert [r["user"] for r in rows] == ["dave"]
+    used = [e for _, e in await all_events(js) if type(e).__name__ == "LinkUsed"]
+    assert sorted(e.link_id for e in used) == [1, 2]
+
+
+async def test_an_intake_message_is_never_swallowed_by_an_http_key(
+    client: Client, js: JetStreamContext
+) -> None:
+    token = await token_of(client)
+    assert (
+        await client.post("/api/beat", headers={"Authorization": token, "Idempotency-Key": "m-1"})
+    ).status == 200
+    beat = json.dumps({"token_hash": hash_token(token)}).encode()
+    await js.publish("usagehub.ingest.beats", beat, headers={"Nats-Msg-Id": "m-1"})
+    # (JetStream deduplicates message ids per stream, so two publishers choose distinct ids.)
+    await js.publish("usagehub.ingest.beats.sensors", beat, headers={"Nats-Msg-Id": "sensors-1"})
+    for _ in range(200):
+        if await beats_in_stream(js) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    events = [e for _, e in await all_events(js) if isinstance(e, BeatRecorded)]
+    assert len(events) == 3
+    # Each key lives in its own namespace: the origin (HTTP, or the publisher) and the caller.
+    keys_ = sorted(e.idempotency_key or "" for e in events)
+    assert keys_[0].startswith("http|") and keys_[1].startswith("intake:sensors|")
+    assert keys_[2].startswith("intake:services|")

@@ -27,9 +27,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def registry_with(*tokens: str) -> DeviceRegistry:
     registry = DeviceRegistry()
     for seq, token in enumerate(tokens, start=1):
-        event = register_device(
-            RegisterDevice(name=f"d{seq}"), registry, hash_token(token), event_id="e", at=NOW
-        )
+        cmd = RegisterDevice(name=f"d{seq}", token_hash=hash_token(token))
+        event = register_device(cmd, registry, event_id="e", at=NOW)
         registry = fold_device_registry(registry, event, seq)
     return registry
 
@@ -42,20 +41,29 @@ def test_ids_are_sequential_from_zero() -> None:
 
 def test_regenerating_revokes_the_old_token() -> None:
     registry = registry_with("old")
-    event = regenerate_token(
-        RegenerateDeviceToken(device_id=0), registry, hash_token("new"), event_id="e", at=NOW
-    )
+    cmd = RegenerateDeviceToken(device_id=0, token_hash=hash_token("new"))
+    event = regenerate_token(cmd, registry, event_id="e", at=NOW)
     registry = fold_device_registry(registry, event, 2)
-    assert device_for_token(registry, "new") == 0
+    assert device_for_token(registry, hash_token("new")) == 0
     with pytest.raises(Rejected) as err:
-        device_for_token(registry, "old")
+        device_for_token(registry, hash_token("old"))
     assert err.value.status == 401
 
 
 def test_regenerating_an_unknown_device_is_404() -> None:
     with pytest.raises(Rejected) as err:
-        regenerate_token(RegenerateDeviceToken(device_id=3), registry_with("a"), "h", event_id="e", at=NOW)
+        cmd = RegenerateDeviceToken(device_id=3, token_hash=hash_token("h"))
+        regenerate_token(cmd, registry_with("a"), event_id="e", at=NOW)
     assert err.value.status == 404
+
+
+@pytest.mark.parametrize("token_hash", ["", "x" * 64, hash_token("a").upper(), hash_token("a")[:-1]])
+def test_a_token_hash_that_is_not_sha256_hex_is_400(token_hash: str) -> None:
+    with pytest.raises(Rejected) as err:
+        register_device(
+            RegisterDevice(name="d", token_hash=token_hash), DeviceRegistry(), event_id="e", at=NOW
+        )
+    assert err.value.status == 400
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 201, "a\nb", "\x00"])
@@ -102,7 +110,7 @@ async def test_catch_ups_in_a_flood_share_reads() -> None:
             reads.append(len(reads))
             await gate.wait()
 
-    folded = Counting([], lambda s, e, q: s, DeviceRegistry())
+    folded = Counting([], lambda s, e, q: s, DeviceRegistry(), lambda s, subject, q: s)
     first = asyncio.create_task(folded.catch_up(None))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     flood = [asyncio.create_task(folded.catch_up(None)) for _ in range(50)]  # type: ignore[arg-type]
