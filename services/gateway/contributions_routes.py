@@ -275,12 +275,13 @@ def _list(group: str) -> View:
 
 
 async def _body(request: web.Request) -> Any:
-    """The whole JSON body: 413 when larger than one command can be, 400 when not JSON."""
+    """The whole JSON body: 400 when larger than one command can be (as every route answers a body
+    over its limit) or not JSON."""
     try:
         # These routes take larger bodies than the gateway's default (a list of records).
         raw = await read_body(request.clone(client_max_size=MAX_BODY), MAX_BODY)
     except BodyTooLarge:
-        raise http_error(413, f"request body too large: at most {MAX_BODY} bytes per request") from None
+        raise http_error(400, f"request body too large: at most {MAX_BODY} bytes per request") from None
     try:
         return decode_json(raw)
     except ValueError as exc:
