@@ -124,15 +124,20 @@ def plan(sel: Selection, group: str | None) -> _Plan:
     return _Plan(BY_MODULE_COMPANY_USER, equal, True)
 
 
-def _filters(sql: _Sql, p: _Plan, sel: Selection, *, records: bool) -> list[str]:
+def _rollup_filters(sql: _Sql, p: _Plan, sel: Selection) -> list[str]:
+    out = [f"{column} = {sql.arg(value)}" for column, value in p.equal]
+    if sel.modules is not None and p.module_in_set:
+        out.append(f"module = ANY({sql.arg(sorted(sel.modules), '::text[]')})")
+    return out
+
+
+def _finest_filters(sql: _Sql, sel: Selection, company: str) -> list[str]:
+    """The selection on rows keyed by module, company and user (the day sums and the records)."""
     out = []
-    for column, value in p.equal:
-        if records:
-            if column == "project_type":
-                continue
-            column = "company_name" if column == "company" else column
-        out.append(f"{column} = {sql.arg(value)}")
-    if sel.modules is not None and (p.module_in_set or (records and sel.module is None)):
+    for column, value in (("module", sel.module), (company, sel.company), ("user_id", sel.user_id)):
+        if value is not None:
+            out.append(f"{column} = {sql.arg(value)}")
+    if sel.modules is not None and sel.module is None:
         out.append(f"module = ANY({sql.arg(sorted(sel.modules), '::text[]')})")
     return out
 
@@ -144,7 +149,6 @@ def _kinds(sql: _Sql, kinds: Sequence[int]) -> str:
 def _raw(
     sql: _Sql,
     sel: Selection,
-    p: _Plan,
     part: tuple[int, int],
     group: str | None,
     kinds: Sequence[int],
@@ -158,7 +162,7 @@ def _raw(
         "counted",
         f"record_type = ANY({sql.arg(types, '::text[]')})",
         f"date BETWEEN {sql.arg(part[0])} AND {sql.arg(part[1])}",
-        *_filters(sql, p, sel, records=True),
+        *_finest_filters(sql, sel, "company_name"),
     ]
     values = ", ".join(f"{sign}{_RAW[c]}" for c in columns)
     return (
@@ -170,7 +174,10 @@ def _raw(
 async def sums(
     conn: Conn, sel: Selection, kinds: Sequence[int], columns: Sequence[str], group: str | None
 ) -> dict[tuple[str, int], dict[str, int]]:
-    """Per (group value, kind): the selected records' totals of ``columns``, zero totals included."""
+    """Per (group value, kind): the selected records' totals of ``columns``, zero totals included.
+
+    Whole months come from the rollup whose key starts with the filters; the days of the months the
+    span ends in from the day sums of the finest key; a part of a day from the records."""
     if sel.empty:
         return {}
     p = plan(sel, group)
@@ -178,14 +185,14 @@ async def sums(
     hi: Through | None = None if sel.hi is None else through(sel.hi)
     lo: Through | None = None if sel.lo is None else through(sel.lo - 1)
     g = GROUPS[group][0] if group else "''"
-    base = [f"rollup = {p.rollup}", _kinds(sql, kinds), *_filters(sql, p, sel, records=False)]
+    base = [f"rollup = {p.rollup}", _kinds(sql, kinds), *_rollup_filters(sql, p, sel)]
     month_hi = NO_END if hi is None else hi.whole_month - 1
     month_lo = -NO_END if lo is None else lo.whole_month - 1
     parts = [
         f"SELECT {g} AS g, kind, "
         + ", ".join(
-            f"contribution_through(first_month, {c}, {sql.arg(month_hi)})"
-            f" - contribution_through(first_month, {c}, {sql.arg(month_lo)})"
+            f"contribution_through(months, {c}, {sql.arg(month_hi)})"
+            f" - contribution_through(months, {c}, {sql.arg(month_lo)})"
             for c in columns
         )
         + f" FROM contribution_month_sums WHERE {' AND '.join(base)}"
@@ -195,14 +202,18 @@ async def sums(
             continue
         if end.whole_day > 0:
             day = sql.arg(end.whole_day)
+            where = [
+                f"month = {sql.arg(end.whole_month)}",
+                _kinds(sql, kinds),
+                *_finest_filters(sql, sel, "company"),
+            ]
             parts.append(
                 f"SELECT {g} AS g, kind, "
-                + ", ".join(f"{sign}contribution_through(1, {c}, {day})" for c in columns)
-                + f" FROM contribution_day_sums"
-                f" WHERE month = {sql.arg(end.whole_month)} AND {' AND '.join(base)}"
+                + ", ".join(f"{sign}contribution_through(days, {c}, {day})" for c in columns)
+                + f" FROM contribution_day_sums WHERE {' AND '.join(where)}"
             )
         if end.part is not None:
-            parts.append(_raw(sql, sel, p, end.part, group, kinds, columns, sign))
+            parts.append(_raw(sql, sel, end.part, group, kinds, columns, sign))
     names = [f"v{i}" for i in range(len(columns))]
     text = (
         f"SELECT g, kind, {', '.join(f'sum({n})::bigint AS {n}' for n in names)}"

@@ -1,14 +1,16 @@
 """The sums every contribution statistic is answered from: what a counted record adds where (pure),
 and applying a batch's additions and removals to the stored rows.
 
-Each (rollup, kind, key) has one row of running totals by month, from its first month with records to
-its last, and one row of running totals by day for each month with records. A total over any span is
-then a difference of two running totals, whatever the span's length (see ``contributions_read``).
-A row holds only what its records add up to, so the rows are the same however the records arrived.
+Each (rollup, kind, key) has one row: the months it has records in and, aligned with them, running
+totals; the finest key (module, company, user) also has one row per month with records, by day. A
+total over any span is then a difference of two running totals, whatever the span's length (see
+``contributions_read``), and a row is as long as its key's active months, not its history. A row
+holds only what its records add up to, so the rows are the same however the records arrived.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from shared.contribution_sums import (
 from shared.db import Conn
 
 SumKey = tuple[int, int, str, str, str, str]  # rollup, kind, project type, module, company, user
+DayKey = tuple[int, int, str, str, str]  # kind, month, module, company, user
 Values = dict[int, list[int]]  # period (month, or day of month) -> one value per column
 
 
@@ -80,7 +83,7 @@ class Deltas:
     """What a batch changes: per row key, per month (and per day of a month), per column."""
 
     months: dict[SumKey, Values] = field(default_factory=dict)
-    days: dict[tuple[SumKey, int], Values] = field(default_factory=dict)
+    days: dict[DayKey, Values] = field(default_factory=dict)
 
     def add(
         self,
@@ -90,10 +93,12 @@ class Deltas:
         rollups: frozenset[int] = ALL_ROLLUPS,
     ) -> None:
         v = [sign * x for x in vector(c)]
-        month, day = month_of(c.date), day_of_month(c.date)
+        month = month_of(c.date)
         for key in sum_keys(c, project_types, rollups):
             _add(self.months.setdefault(key, {}), month, v)
-            _add(self.days.setdefault((key, month), {}), day, v)
+        if BY_MODULE_COMPANY_USER in rollups:
+            day_key = (c.kind, month, c.module, c.company, c.user_id)
+            _add(self.days.setdefault(day_key, {}), day_of_month(c.date), v)
 
     def __bool__(self) -> bool:
         return bool(self.months)
@@ -110,160 +115,104 @@ def _add(values: Values, period: int, v: Sequence[int]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Running:
-    """A stored row: running totals from period ``first`` on, one array per column (None: not kept)."""
+    """A stored row: the periods with records, ascending, and per column the running totals aligned
+    with them (None: a column the kind does not keep)."""
 
-    first: int
+    periods: tuple[int, ...]
     columns: tuple[tuple[int, ...] | None, ...]
 
 
 def values_of(row: Running) -> Values:
     """Back from running totals to what each period adds."""
-    n = row.columns[0]
-    assert n is not None
     out: Values = {}
-    for i in range(len(n)):
-        v = []
-        for col in row.columns:
-            if col is None:
-                v.append(0)
-            else:
-                v.append(col[i] - (col[i - 1] if i else 0))
-        if any(v):
-            out[row.first + i] = v
+    for i, period in enumerate(row.periods):
+        out[period] = [0 if col is None else col[i] - (col[i - 1] if i else 0) for col in row.columns]
     return out
 
 
-def running(kind: int, values: Mapping[int, Sequence[int]], first: int | None = None) -> Running | None:
-    """The canonical row for ``values``: from ``first`` (else the first period with records) to the
-    last period with records; None when nothing is left."""
-    periods = sorted(p for p, v in values.items() if v[0] != 0)
-    if not periods:
-        return None
-    for p, v in values.items():
-        if any(x < 0 for x in v) or (v[0] == 0 and any(v)):
-            raise ValueError(f"sums would go negative or orphan values at {p}: {v}")
-    start = periods[0] if first is None else first
-    kept = KIND_COLUMNS[kind]
-    columns: list[tuple[int, ...] | None] = []
-    for col in range(len(COLUMNS)):
-        if col not in kept:
-            columns.append(None)
-            continue
-        total, out = 0, []
-        for p in range(start, periods[-1] + 1):
-            added = values.get(p)
-            total += added[col] if added else 0
-            out.append(total)
-        columns.append(tuple(out))
-    return Running(start, tuple(columns))
-
-
-def updated(
-    kind: int, row: Running | None, deltas: Mapping[int, Sequence[int]], first: int | None
-) -> Running | None:
+def updated(kind: int, row: Running | None, deltas: Mapping[int, Sequence[int]]) -> Running | None:
+    """``row`` with ``deltas`` added, in its canonical form: exactly the periods with records; None
+    when no record is left."""
     values = values_of(row) if row is not None else {}
     for period, v in deltas.items():
         _add(values, period, v)
-    return running(kind, values, first)
+    for period, v in values.items():
+        if v[0] < 0 or (v[0] == 0 and any(v)) or min(v) < 0:
+            raise ValueError(f"sums of kind {kind} would go negative at period {period}: {v}")
+    periods = sorted(p for p, v in values.items() if v[0])
+    if not periods:
+        return None
+    kept = KIND_COLUMNS[kind]
+    columns = tuple(
+        tuple(itertools.accumulate(values[p][c] for p in periods)) if c in kept else None
+        for c in range(len(COLUMNS))
+    )
+    return Running(tuple(periods), columns)
 
 
 # --- the stored rows ------------------------------------------------------------------------------
 
-_KEY = ("rollup", "kind", "project_type", "module", "company", "user_id")
-_KEY_TYPES = ("smallint", "smallint", "text", "text", "text", "text")
-_VALUE_COLUMNS = ", ".join(COLUMNS)
+_MONTH_KEY = ("rollup", "kind", "project_type", "module", "company", "user_id")
+_MONTH_TYPES = ("smallint", "smallint", "text", "text", "text", "text")
+_DAY_KEY = ("kind", "month", "module", "company", "user_id")
+_DAY_TYPES = ("smallint", "integer", "text", "text", "text")
 
 
-def _key_arrays(keys: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    return [list(column) for column in zip(*keys, strict=True)] if keys else [[] for _ in _KEY]
+def _key_arrays(keys: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*keys, strict=True)] if keys else [[] for _ in range(width)]
 
 
-def _running_of(first: int, record: Any) -> Running:
-    return Running(first, tuple(None if record[c] is None else tuple(record[c]) for c in COLUMNS))
+def _running_of(record: Any, periods: str) -> Running:
+    return Running(
+        tuple(record[periods]), tuple(None if record[c] is None else tuple(record[c]) for c in COLUMNS)
+    )
 
 
-def _columns(row: Running) -> list[list[int] | None]:
-    return [None if c is None else list(c) for c in row.columns]
-
-
-async def _apply_months(conn: Conn, changes: Mapping[SumKey, Values]) -> None:
+async def _apply(
+    conn: Conn,
+    table: str,
+    names: tuple[str, ...],
+    types: tuple[str, ...],
+    periods: str,
+    changes: Mapping[tuple[Any, ...], Values],
+    kind_at: int,
+) -> None:
+    """Read the rows ``changes`` touch, add the changes, and write back: the changed rows are
+    deleted and their new versions copied in (one statement each, whatever the batch's size)."""
     keys = sorted(changes)
     if not keys:
         return
-    unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_KEY_TYPES))
-    rows = await conn.fetch(
-        f"SELECT {', '.join('s.' + k for k in _KEY)}, s.first_month, {_VALUE_COLUMNS}"
-        f" FROM contribution_month_sums s JOIN unnest({unnest}) AS k({', '.join(_KEY)})"
-        f" USING ({', '.join(_KEY)})",
-        *_key_arrays(keys),
-    )
-    stored = {tuple(r[k] for k in _KEY): _running_of(r["first_month"], r) for r in rows}
-    gone, kept = [], []
-    for key in keys:
-        row = updated(key[1], stored.get(key), changes[key], None)
-        if row is None:
-            if key in stored:
-                gone.append(key)
-        elif row != stored.get(key):
-            kept.append((*key, row.first, *_columns(row)))
-    if gone:
-        await conn.execute(
-            f"DELETE FROM contribution_month_sums s USING unnest({unnest}) AS k({', '.join(_KEY)})"
-            f" WHERE {' AND '.join(f's.{k} = k.{k}' for k in _KEY)}",
-            *_key_arrays(gone),
-        )
-    if kept:
-        await conn.executemany(
-            f"INSERT INTO contribution_month_sums ({', '.join(_KEY)}, first_month, {_VALUE_COLUMNS})"
-            f" VALUES ({', '.join(f'${i}' for i in range(1, len(_KEY) + len(COLUMNS) + 2))})"
-            f" ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET first_month = EXCLUDED.first_month,"
-            + ", ".join(f" {c} = EXCLUDED.{c}" for c in COLUMNS),
-            kept,
-        )
-
-
-async def _apply_days(conn: Conn, changes: Mapping[tuple[SumKey, int], Values]) -> None:
-    keys = sorted((*key, month) for key, month in changes)
-    if not keys:
-        return
-    names = (*_KEY, "month")
-    types = (*_KEY_TYPES, "integer")
     unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+    join = f"unnest({unnest}) AS k({', '.join(names)})"
     rows = await conn.fetch(
-        f"SELECT {', '.join('s.' + k for k in names)}, {_VALUE_COLUMNS}"
-        f" FROM contribution_day_sums s JOIN unnest({unnest}) AS k({', '.join(names)})"
-        f" USING ({', '.join(names)})",
-        *_key_arrays(keys),
+        f"SELECT {', '.join('s.' + k for k in names)}, {periods}, {', '.join(COLUMNS)}"
+        f" FROM {table} s JOIN {join} USING ({', '.join(names)})",
+        *_key_arrays(keys, len(names)),
     )
-    stored = {tuple(r[k] for k in names): _running_of(1, r) for r in rows}
-    gone, kept = [], []
-    for full in keys:
-        key, month = full[:-1], full[-1]
-        row = updated(full[1], stored.get(full), changes[(key, month)], 1)
-        if row is None:
-            if full in stored:
-                gone.append(full)
-        elif row != stored.get(full):
-            kept.append((*full, *_columns(row)))
-    if gone:
+    stored = {tuple(r[k] for k in names): _running_of(r, periods) for r in rows}
+    rewrite: list[tuple[Any, ...]] = []
+    written: list[tuple[Any, ...]] = []
+    for key in keys:
+        before = stored.get(key)
+        after = updated(key[kind_at], before, changes[key])
+        if after == before:
+            continue
+        if before is not None:
+            rewrite.append(key)
+        if after is not None:
+            written.append((*key, after.periods, *after.columns))
+    if rewrite:
         await conn.execute(
-            f"DELETE FROM contribution_day_sums s USING unnest({unnest}) AS k({', '.join(names)})"
-            f" WHERE {' AND '.join(f's.{k} = k.{k}' for k in names)}",
-            *_key_arrays(gone),
+            f"DELETE FROM {table} s USING {join} WHERE {' AND '.join(f's.{k} = k.{k}' for k in names)}",
+            *_key_arrays(rewrite, len(names)),
         )
-    if kept:
-        await conn.executemany(
-            f"INSERT INTO contribution_day_sums ({', '.join(names)}, {_VALUE_COLUMNS})"
-            f" VALUES ({', '.join(f'${i}' for i in range(1, len(names) + len(COLUMNS) + 1))})"
-            f" ON CONFLICT ({', '.join(names)}) DO UPDATE SET"
-            + ", ".join(f" {c} = EXCLUDED.{c}" for c in COLUMNS),
-            kept,
-        )
+    if written:
+        await conn.copy_records_to_table(table, records=written, columns=[*names, periods, *COLUMNS])
 
 
 async def apply_deltas(conn: Conn, deltas: Deltas) -> None:
-    await _apply_months(conn, deltas.months)
-    await _apply_days(conn, deltas.days)
+    await _apply(conn, "contribution_month_sums", _MONTH_KEY, _MONTH_TYPES, "months", deltas.months, 1)
+    await _apply(conn, "contribution_day_sums", _DAY_KEY, _DAY_TYPES, "days", deltas.days, 0)
 
 
 def deltas_of(

@@ -100,11 +100,12 @@ CREATE INDEX contribution_activity_by_module ON contribution_records (record_typ
 CREATE INDEX contribution_activity_by_company
     ON contribution_records (record_type, company_name, date DESC, primary_key) WHERE counted;
 
--- The sums. One row per (rollup, kind, key): running totals by month from first_month on, so a total
--- up to any month is one array element (see contribution_through). Rollups: 0 = (module, company,
--- user), 1 = module, 2 = company, 3 = user, 4 = (project type, user), 5 = (project type, company);
--- absent parts of the key are ''. Kinds: 1 commit, 2 Code-Review mark, 3 e-mail, 4 bpd, 5 bpc.
--- n counts records; loc (commits) and the marks by value (marks) are NULL for other kinds.
+-- The sums. One row per (rollup, kind, key): the months it has records in (ascending) and, aligned
+-- with them, running totals, so a total up to any month is one binary search and one array element
+-- (see contribution_through). Rollups: 0 = (module, company, user), 1 = module, 2 = company, 3 = user,
+-- 4 = (project type, user), 5 = (project type, company); absent parts of the key are ''. Kinds:
+-- 1 commit, 2 Code-Review mark, 3 e-mail, 4 bpd, 5 bpc. n counts records; loc (commits) and the marks
+-- by value (marks) are NULL for other kinds.
 CREATE TABLE contribution_month_sums (
     rollup smallint NOT NULL,
     kind smallint NOT NULL,
@@ -112,47 +113,47 @@ CREATE TABLE contribution_month_sums (
     module text NOT NULL,
     company text NOT NULL,
     user_id text NOT NULL,
-    first_month integer NOT NULL,
-    n bigint[] NOT NULL,
+    months integer[] NOT NULL,
+    n integer[] NOT NULL,
     loc bigint[],
-    m_neg2 bigint[],
-    m_neg1 bigint[],
-    m_zero bigint[],
-    m_pos1 bigint[],
-    m_pos2 bigint[],
+    m_neg2 integer[],
+    m_neg1 integer[],
+    m_zero integer[],
+    m_pos1 integer[],
+    m_pos2 integer[],
     PRIMARY KEY (rollup, kind, project_type, module, company, user_id)
-) WITH (fillfactor = 70);
+);
 CREATE INDEX contribution_month_sums_by_company ON contribution_month_sums (kind, company, user_id, module)
     WHERE rollup = 0;
 CREATE INDEX contribution_month_sums_by_user ON contribution_month_sums (kind, user_id, module, company)
     WHERE rollup = 0;
 
--- Running totals by day within one month (index = day of month), for the months a range ends in.
+-- The same by day within one month, for the finest key only: a span that starts or ends inside a
+-- month reads that month's days here, whatever the grouping.
 CREATE TABLE contribution_day_sums (
-    rollup smallint NOT NULL,
     kind smallint NOT NULL,
     month integer NOT NULL,
-    project_type text NOT NULL,
     module text NOT NULL,
     company text NOT NULL,
     user_id text NOT NULL,
-    n bigint[] NOT NULL,
+    days integer[] NOT NULL,
+    n integer[] NOT NULL,
     loc bigint[],
-    m_neg2 bigint[],
-    m_neg1 bigint[],
-    m_zero bigint[],
-    m_pos1 bigint[],
-    m_pos2 bigint[],
-    PRIMARY KEY (rollup, kind, month, project_type, module, company, user_id)
-) WITH (fillfactor = 70);
-CREATE INDEX contribution_day_sums_by_company ON contribution_day_sums (kind, month, company, user_id, module)
-    WHERE rollup = 0;
-CREATE INDEX contribution_day_sums_by_user ON contribution_day_sums (kind, month, user_id, module, company)
-    WHERE rollup = 0;
+    m_neg2 integer[],
+    m_neg1 integer[],
+    m_zero integer[],
+    m_pos1 integer[],
+    m_pos2 integer[],
+    PRIMARY KEY (kind, month, module, company, user_id)
+);
+CREATE INDEX contribution_day_sums_by_company ON contribution_day_sums (kind, month, company, user_id, module);
+CREATE INDEX contribution_day_sums_by_user ON contribution_day_sums (kind, month, user_id, module, company);
 
--- The running total up to and including index ``upto`` of an array starting at index ``first``: 0
--- before it, the last element after it. Simple enough for the planner to inline.
-CREATE FUNCTION contribution_through(first integer, cum bigint[], upto integer) RETURNS bigint
+-- The running total up to and including period ``upto``: the element of the last period at or
+-- before it (width_bucket is a binary search), 0 before the first. Simple enough to be inlined.
+CREATE FUNCTION contribution_through(periods integer[], cum integer[], upto integer) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT CASE WHEN cum IS NULL OR upto < first THEN 0
-                      ELSE cum[least(upto - first + 1, cardinality(cum))] END $$;
+    AS $$ SELECT coalesce(cum[width_bucket(upto, periods)], 0) $$;
+CREATE FUNCTION contribution_through(periods integer[], cum bigint[], upto integer) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(cum[width_bucket(upto, periods)], 0) $$;

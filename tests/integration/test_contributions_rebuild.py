@@ -27,7 +27,7 @@ KEYS = {
     "contribution_project_type_modules": "project_type, module",
     "contribution_records": "primary_key",
     "contribution_month_sums": "rollup, kind, project_type, module, company, user_id",
-    "contribution_day_sums": "rollup, kind, month, project_type, module, company, user_id",
+    "contribution_day_sums": "kind, month, module, company, user_id",
 }
 
 

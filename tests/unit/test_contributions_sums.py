@@ -4,6 +4,7 @@ equals counting the records. Plus who a record counts for, releases and the mark
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 from hypothesis import given, settings
@@ -21,7 +22,7 @@ from services.projector.activity import (
     email_domains,
     is_counted,
 )
-from services.projector.contribution_stats import Counted, Deltas, Running, SumKey, updated, vector
+from services.projector.contribution_stats import Counted, DayKey, Deltas, Running, SumKey, updated, vector
 from shared.contribution_sums import (
     BY_MODULE_COMPANY_USER,
     BY_PROJECT_TYPE_USER,
@@ -49,24 +50,24 @@ records = st.builds(
     value=st.none(),
 ).map(lambda c: c if c.kind == 1 else Counted(2, c.date, c.module, c.company, c.user_id, 0, c.date % 5 - 2))
 
-Rows = tuple[dict[SumKey, Running], dict[tuple[SumKey, int], Running]]
+Rows = tuple[dict[SumKey, Running], dict[DayKey, Running]]
 
 
 def store(rows: Rows, deltas: Deltas) -> Rows:
     """What the projector writes for ``deltas``, without Postgres."""
     months, days = dict(rows[0]), dict(rows[1])
     for key, values in deltas.months.items():
-        row = updated(key[1], months.get(key), values, None)
+        row = updated(key[1], months.get(key), values)
         if row is None:
             months.pop(key, None)
         else:
             months[key] = row
-    for (key, month), values in deltas.days.items():
-        row = updated(key[1], days.get((key, month)), values, 1)
+    for day_key, values in deltas.days.items():
+        row = updated(day_key[0], days.get(day_key), values)
         if row is None:
-            days.pop((key, month), None)
+            days.pop(day_key, None)
         else:
-            days[(key, month)] = row
+            days[day_key] = row
     return months, days
 
 
@@ -105,9 +106,12 @@ def read_total(rows: Rows, kept: list[Counted], key: SumKey, column: int, t: int
         return 0 if row is None else _at(row, column, 10**9)
     end = through(t)
     total = 0 if row is None else _at(row, column, end.whole_month - 1)
-    day_row = days.get((key, end.whole_month))
-    if end.whole_day > 0 and day_row is not None:
-        total += _at(day_row, column, end.whole_day)
+    if end.whole_day > 0:
+        # A month's days come from the finest key's rows, whatever the rollup (as the gateway reads them).
+        for (kind, month, module, company, user), day_row in days.items():
+            finest = Counted(kind, 0, module, company, user)
+            if month == end.whole_month and _key_of(finest, key):
+                total += _at(day_row, column, end.whole_day)
     if end.part is not None:
         lo, hi = end.part
         total += sum(vector(c)[column] for c in kept if _key_of(c, key) and lo <= c.date <= hi)
@@ -115,10 +119,10 @@ def read_total(rows: Rows, kept: list[Counted], key: SumKey, column: int, t: int
 
 
 def _at(row: Running, column: int, upto: int) -> int:
+    """As contribution_through: the total of the last period at or before ``upto``."""
     values = row.columns[column]
-    if values is None or upto < row.first:
-        return 0
-    return values[min(upto - row.first, len(values) - 1)]
+    i = bisect.bisect_right(row.periods, upto)
+    return 0 if values is None or i == 0 else values[i - 1]
 
 
 def _key_of(c: Counted, key: SumKey) -> bool:
