@@ -171,13 +171,55 @@ def _raw(
     )
 
 
+def _month_part(
+    sql: _Sql,
+    p: _Plan,
+    sel: Selection,
+    g: str,
+    kinds: Sequence[int],
+    columns: Sequence[str],
+    hi: Through | None,
+    lo: Through | None,
+) -> str:
+    """Whole months: the running total at the last month before the end, less the one before the
+    start; one binary search per bound and row, shared by every column."""
+    where = " AND ".join([f"rollup = {p.rollup}", _kinds(sql, kinds), *_rollup_filters(sql, p, sel)])
+    bounds = []
+    if hi is not None:
+        bounds.append(f"width_bucket({sql.arg(hi.whole_month - 1)}::integer, months) AS hi")
+    if lo is not None:
+        bounds.append(f"width_bucket({sql.arg(lo.whole_month - 1)}::integer, months) AS lo")
+    values = []
+    for c in columns:
+        upper = f"coalesce({c}[hi], 0)" if hi is not None else f"coalesce({c}[cardinality({c})], 0)"
+        values.append(upper + (f" - coalesce({c}[lo], 0)" if lo is not None else ""))
+    # Keys without a month in the span add nothing: leave them out of the answer.
+    active = {
+        (True, True): " WHERE hi > lo",
+        (True, False): " WHERE hi > 0",
+        (False, True): " WHERE lo < cardinality(months)",
+        (False, False): "",
+    }[(hi is not None, lo is not None)]
+    return (
+        f"SELECT g, kind, {', '.join(values)} FROM (SELECT {g} AS g, kind, months, {', '.join(columns)}"
+        f"{''.join(', ' + b for b in bounds)} FROM contribution_month_sums WHERE {where}) AS m{active}"
+    )
+
+
 async def sums(
-    conn: Conn, sel: Selection, kinds: Sequence[int], columns: Sequence[str], group: str | None
-) -> dict[tuple[str, int], dict[str, int]]:
-    """Per (group value, kind): the selected records' totals of ``columns``, zero totals included.
+    conn: Conn,
+    sel: Selection,
+    kinds: Sequence[int],
+    columns: Sequence[str],
+    group: str | None,
+    names: dict[str, str] | None = None,
+) -> dict[tuple[str, int], list[int]]:
+    """Per (group value, kind): the selected records' totals of ``columns`` (in their order), zero
+    totals included; by user, ``names`` gets each user's name.
 
     Whole months come from the rollup whose key starts with the filters; the days of the months the
-    span ends in from the day sums of the finest key; a part of a day from the records."""
+    span ends in from the day sums of the finest key; a part of a day from the records. The parts are
+    added up here rather than in Postgres, whose sum over bigint would go through numeric."""
     if sel.empty:
         return {}
     p = plan(sel, group)
@@ -185,18 +227,7 @@ async def sums(
     hi: Through | None = None if sel.hi is None else through(sel.hi)
     lo: Through | None = None if sel.lo is None else through(sel.lo - 1)
     g = GROUPS[group][0] if group else "''"
-    base = [f"rollup = {p.rollup}", _kinds(sql, kinds), *_rollup_filters(sql, p, sel)]
-    month_hi = NO_END if hi is None else hi.whole_month - 1
-    month_lo = -NO_END if lo is None else lo.whole_month - 1
-    parts = [
-        f"SELECT {g} AS g, kind, "
-        + ", ".join(
-            f"contribution_through(months, {c}, {sql.arg(month_hi)})"
-            f" - contribution_through(months, {c}, {sql.arg(month_lo)})"
-            for c in columns
-        )
-        + f" FROM contribution_month_sums WHERE {' AND '.join(base)}"
-    ]
+    parts = [_month_part(sql, p, sel, g, kinds, columns, hi, lo)]
     for end, sign in ((hi, ""), (lo, "-")):
         if end is None:
             continue
@@ -214,56 +245,60 @@ async def sums(
             )
         if end.part is not None:
             parts.append(_raw(sql, sel, end.part, group, kinds, columns, sign))
-    names = [f"v{i}" for i in range(len(columns))]
-    text = (
-        f"SELECT g, kind, {', '.join(f'sum({n})::bigint AS {n}' for n in names)}"
-        f" FROM ({' UNION ALL '.join(parts)}) AS s ({', '.join(['g', 'kind', *names])}) GROUP BY g, kind"
-    )
+    text = " UNION ALL ".join(parts)
+    if group == "user_id":  # the engineers' names in the same round trip
+        text = f"SELECT s.*, u.user_name FROM ({text}) AS s LEFT JOIN contribution_users u ON u.user_id = s.g"
     rows = await conn.fetch(text, *sql.args)
-    return {
-        (r["g"], r["kind"]): {c: int(r[n] or 0) for c, n in zip(columns, names, strict=True)} for r in rows
-    }
+    out: dict[tuple[str, int], list[int]] = {}
+    width = len(columns)
+    for r in rows:
+        key = (r[0], r[1])
+        totals = out.get(key)
+        values = [v or 0 for v in tuple(r)[2 : 2 + width]]
+        if totals is None:
+            out[key] = values
+        else:
+            for i in range(width):
+                totals[i] += values[i]
+    if names is not None and group == "user_id":
+        names.update((r[0], r[-1]) for r in rows if r[-1] is not None)
+    return out
 
 
 # --- the statistics ---------------------------------------------------------------------------------
 
 
-def marks_comment(values: dict[str, int]) -> str:
+def marks_comment(neg2: int, neg1: int, pos1: int, pos2: int) -> str:
     """``-2|-1|+1|+2 (positive%)``: the share of +1 and +2 among the non-zero marks, one decimal (as
     Stackalytics prints it); 0.0% when there is no non-zero mark."""
-    counts = [values["m_neg2"], values["m_neg1"], values["m_pos1"], values["m_pos2"]]
-    numeric = sum(counts)
-    positive = values["m_pos1"] + values["m_pos2"]
-    share = (positive * 100.0) / numeric if numeric else 0.0
-    return "|".join(str(c) for c in counts) + f" ({share:.1f}%)"
+    numeric = neg2 + neg1 + pos1 + pos2
+    share = ((pos1 + pos2) * 100.0) / numeric if numeric else 0.0
+    return f"{neg2}|{neg1}|{pos1}|{pos2} ({share:.1f}%)"
 
 
 async def stats(conn: Conn, sel: Selection, metric: str, group: str) -> list[dict[str, Any]]:
     """``{"metric", "id", "name"}`` (and ``comment`` for marks by engineer), highest first, zeros left out."""
     kind, columns = METRICS[metric]
-    totals = await sums(conn, sel, [kind], columns, group)
-    rows = [(key, values[columns[0]], values) for (key, _), values in totals.items() if values[columns[0]]]
     names: dict[str, str] = {}
-    if group == "user_id" and rows:
-        names = {
-            r["user_id"]: r["user_name"]
-            for r in await conn.fetch(
-                "SELECT user_id, user_name FROM contribution_users WHERE user_id = ANY($1::text[])",
-                [key for key, _, _ in rows],
-            )
-        }
-    out = []
-    for key, value, values in sorted(rows, key=lambda r: (-r[1], r[0])):
-        item: dict[str, Any] = {"metric": value, "id": key, "name": names.get(key, key)}
-        if metric == "marks" and group == "user_id":
-            item["comment"] = marks_comment(values)
-        out.append(item)
-    return out
+    totals = await sums(conn, sel, [kind], columns, group, names)
+    rows = sorted(((-v[0], key, v) for (key, _), v in totals.items() if v[0]))
+    if metric == "marks" and group == "user_id":
+        # columns: n, m_neg2, m_neg1, m_zero, m_pos1, m_pos2
+        return [
+            {
+                "metric": -m,
+                "id": key,
+                "name": names.get(key, key),
+                "comment": marks_comment(v[1], v[2], v[4], v[5]),
+            }
+            for m, key, v in rows
+        ]
+    return [{"metric": -m, "id": key, "name": names.get(key, key)} for m, key, v in rows]
 
 
 async def contribution(conn: Conn, sel: Selection) -> dict[str, Any]:
     totals = await sums(conn, sel, ALL_KINDS, COLUMNS, None)
-    by_kind = {kind: values for (_, kind), values in totals.items()}
+    by_kind = {kind: dict(zip(COLUMNS, values, strict=True)) for (_, kind), values in totals.items()}
     zero = dict.fromkeys(COLUMNS, 0)
     commits, marks = by_kind.get(1, zero), by_kind.get(2, zero)
     return {
@@ -283,11 +318,13 @@ async def contribution(conn: Conn, sel: Selection) -> dict[str, Any]:
     }
 
 
-async def keys_with(conn: Conn, sel: Selection, metric: str, group: str) -> list[str]:
+async def keys_with(
+    conn: Conn, sel: Selection, metric: str, group: str, names: dict[str, str] | None = None
+) -> list[str]:
     """The modules, companies or users with a non-zero ``metric`` in the selection."""
     kind, columns = METRICS[metric]
-    totals = await sums(conn, sel, [kind], columns[:1], group)
-    return sorted(key for (key, _), values in totals.items() if values[columns[0]])
+    totals = await sums(conn, sel, [kind], columns[:1], group, names)
+    return sorted(key for (key, _), values in totals.items() if values[0])
 
 
 # --- the activity log ---------------------------------------------------------------------------------

@@ -255,14 +255,9 @@ def _list(group: str) -> View:
                 None if group == "company" else sel.company,
                 None if group == "user_id" else sel.user_id,
             )
-            found = await read.keys_with(conn, sel, metric, group)
-            names = dict.fromkeys(found, "")
-            if group == "user_id" and found:
-                rows = await conn.fetch(
-                    "SELECT user_id, user_name FROM contribution_users WHERE user_id = ANY($1::text[])", found
-                )
-                names.update({r["user_id"]: r["user_name"] for r in rows})
-        items = [{"id": k, "text": names[k] or k} for k in found]
+            names: dict[str, str] = {}
+            found = await read.keys_with(conn, sel, metric, group, names)
+        items = [{"id": k, "text": names.get(k) or k} for k in found]
         if query:
             items = [i for i in items if query in i["id"].lower() or query in i["text"].lower()]
         items.sort(key=lambda i: (i["text"].lower(), i["id"]))

@@ -172,6 +172,25 @@ RECORD_COLUMNS = (
     "details",
 )
 
+# The binary COPY kind of each of RECORD_COLUMNS.
+RECORD_KINDS = (
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "text",
+    "text",
+    "text[]",
+    "text",
+    "text",
+    "text",
+    "text",
+    "bool",
+    "int8",
+    "int2",
+    "jsonb",
+)
+
 _ENVELOPE = ("event_id", "version", "occurred_at", "idempotency_key", "request_fingerprint", "request_id")
 _encoder = msgspec.json.Encoder(order="sorted")
 

@@ -11,11 +11,13 @@ holds only what its records add up to, so the rows are the same however the reco
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.projector.activity import RecordRow
+from services.projector.contribution_copy import text_copy
 from shared.contribution_sums import (
     ALL_ROLLUPS,
     BY_COMPANY,
@@ -27,8 +29,6 @@ from shared.contribution_sums import (
     COLUMNS,
     KIND_COLUMNS,
     KIND_OF,
-    day_of_month,
-    month_of,
 )
 from shared.db import Conn
 
@@ -93,12 +93,22 @@ class Deltas:
         rollups: frozenset[int] = ALL_ROLLUPS,
     ) -> None:
         v = [sign * x for x in vector(c)]
-        month = month_of(c.date)
+        tm = time.gmtime(c.date)
+        month = tm.tm_year * 12 + tm.tm_mon - 1  # as month_of, without a second gmtime
+        months = self.months
         for key in sum_keys(c, project_types, rollups):
-            _add(self.months.setdefault(key, {}), month, v)
+            values = months.get(key)
+            if values is None:
+                months[key] = {month: list(v)}
+            else:
+                _add(values, month, v)
         if BY_MODULE_COMPANY_USER in rollups:
             day_key = (c.kind, month, c.module, c.company, c.user_id)
-            _add(self.days.setdefault(day_key, {}), day_of_month(c.date), v)
+            days = self.days.get(day_key)
+            if days is None:
+                self.days[day_key] = {tm.tm_mday: list(v)}
+            else:
+                _add(days, tm.tm_mday, v)
 
     def __bool__(self) -> bool:
         return bool(self.months)
@@ -133,21 +143,32 @@ def values_of(row: Running) -> Values:
 def updated(kind: int, row: Running | None, deltas: Mapping[int, Sequence[int]]) -> Running | None:
     """``row`` with ``deltas`` added, in its canonical form: exactly the periods with records; None
     when no record is left."""
-    values = values_of(row) if row is not None else {}
+    kept = KIND_COLUMNS[kind]
+    # What each period adds, per kept column: the stored row's differences plus the deltas.
+    added: dict[int, list[int]] = {}
+    if row is not None:
+        previous = [0] * len(kept)
+        for i, period in enumerate(row.periods):
+            now = [row.columns[c][i] for c in kept]  # type: ignore[index]
+            added[period] = [a - b for a, b in zip(now, previous, strict=True)]
+            previous = now
     for period, v in deltas.items():
-        _add(values, period, v)
-    for period, v in values.items():
-        if v[0] < 0 or (v[0] == 0 and any(v)) or min(v) < 0:
+        current = added.get(period)
+        if current is None:
+            added[period] = [v[c] for c in kept]
+        else:
+            for j, c in enumerate(kept):
+                current[j] += v[c]
+    periods = sorted(p for p, v in added.items() if v[0])
+    for period, v in added.items():
+        if min(v) < 0 or (v[0] == 0 and any(v)):
             raise ValueError(f"sums of kind {kind} would go negative at period {period}: {v}")
-    periods = sorted(p for p, v in values.items() if v[0])
     if not periods:
         return None
-    kept = KIND_COLUMNS[kind]
-    columns = tuple(
-        tuple(itertools.accumulate(values[p][c] for p in periods)) if c in kept else None
-        for c in range(len(COLUMNS))
-    )
-    return Running(tuple(periods), columns)
+    columns: list[tuple[int, ...] | None] = [None] * len(COLUMNS)
+    for j, c in enumerate(kept):
+        columns[c] = tuple(itertools.accumulate(added[p][j] for p in periods))
+    return Running(tuple(periods), tuple(columns))
 
 
 # --- the stored rows ------------------------------------------------------------------------------
@@ -156,6 +177,9 @@ _MONTH_KEY = ("rollup", "kind", "project_type", "module", "company", "user_id")
 _MONTH_TYPES = ("smallint", "smallint", "text", "text", "text", "text")
 _DAY_KEY = ("kind", "month", "module", "company", "user_id")
 _DAY_TYPES = ("smallint", "integer", "text", "text", "text")
+# The binary COPY kinds of the key types, and of the periods and value columns after the key.
+_COPY_KINDS = {"smallint": "int2", "integer": "int4", "text": "text"}
+_VALUE_KINDS = ("int4[]", "int4[]", "int8[]", "int4[]", "int4[]", "int4[]", "int4[]", "int4[]")
 
 
 def _key_arrays(keys: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -207,7 +231,10 @@ async def _apply(
             *_key_arrays(rewrite, len(names)),
         )
     if written:
-        await conn.copy_records_to_table(table, records=written, columns=[*names, periods, *COLUMNS])
+        kinds = [*(_COPY_KINDS[t] for t in types), *_VALUE_KINDS]
+        await conn.copy_to_table(
+            table, source=text_copy(written, kinds), columns=[*names, periods, *COLUMNS], format="text"
+        )
 
 
 async def apply_deltas(conn: Conn, deltas: Deltas) -> None:

@@ -20,6 +20,7 @@ import msgspec
 
 from services.projector.activity import (
     RECORD_COLUMNS,
+    RECORD_KINDS,
     DirectoryUser,
     Identities,
     RecordRow,
@@ -27,6 +28,7 @@ from services.projector.activity import (
     reattributed,
     record_row,
 )
+from services.projector.contribution_copy import text_copy
 from services.projector.contribution_stats import Counted, apply_deltas, counted, deltas_of
 from shared.contribution_sums import PROJECT_TYPE_ROLLUPS
 from shared.db import Conn
@@ -500,8 +502,11 @@ async def apply_contributions(conn: Conn, events: list[tuple[int, AnyEvent]]) ->
     if fresh:
         assert who is not None
         new_rows = [record_row(e, seq, who) for seq, e in fresh]
-        await conn.copy_records_to_table(
-            "contribution_records", records=[r.as_tuple() for r in new_rows], columns=list(RECORD_COLUMNS)
+        await conn.copy_to_table(
+            "contribution_records",
+            source=text_copy((r.as_tuple() for r in new_rows), RECORD_KINDS),
+            columns=list(RECORD_COLUMNS),
+            format="text",
         )
         for row in new_rows:
             users.gain(row)
