@@ -124,7 +124,6 @@ class RecordRow:
     date: int
     module: str
     author_email: str | None
-    email_domains: list[str]
     launchpad_id: str | None
     author_name: str | None
     user_id: str
@@ -142,7 +141,6 @@ class RecordRow:
             self.date,
             self.module,
             self.author_email,
-            self.email_domains,
             self.launchpad_id,
             self.author_name,
             self.user_id,
@@ -161,7 +159,6 @@ RECORD_COLUMNS = (
     "date",
     "module",
     "author_email",
-    "email_domains",
     "launchpad_id",
     "author_name",
     "user_id",
@@ -180,7 +177,6 @@ RECORD_KINDS = (
     "int8",
     "text",
     "text",
-    "text[]",
     "text",
     "text",
     "text",
@@ -231,7 +227,6 @@ def record_row(event: ActivityEvent, seq: int, identities: Identities) -> Record
         date=event.date,
         module=event.module,
         author_email=email,
-        email_domains=email_domains(email),
         launchpad_id=launchpad_id,
         author_name=author_name,
         user_id=who.user_id,

@@ -324,9 +324,7 @@ async def _rebuild_project_types(conn: Conn, ptypes: set[str]) -> None:
 
 
 def _row(r: Any) -> RecordRow:
-    fields: dict[str, Any] = {c: r[c] for c in RECORD_COLUMNS}
-    fields["email_domains"] = list(fields["email_domains"])
-    return RecordRow(**fields)
+    return RecordRow(**{c: r[c] for c in RECORD_COLUMNS})
 
 
 async def identities(conn: Conn, emails: set[str], launchpad_ids: set[str]) -> Identities:
@@ -358,14 +356,20 @@ async def _candidates(conn: Conn, dirty: Dirty) -> list[RecordRow]:
     """Stored records whose attribution the directory changes may have changed."""
     if not dirty.any_identity():
         return []
+    # An e-mail is in a domain when it ends in "@domain" or ".domain": a prefix of the reversed
+    # address, found as a range of the index on it.
+    prefixes = sorted(f"{sep}{d}"[::-1] for d in dirty.domains for sep in ("@", "."))
     rows = await conn.fetch(
         f"SELECT {', '.join(RECORD_COLUMNS)} FROM contribution_records"
         " WHERE author_email = ANY($1::text[]) OR launchpad_id = ANY($2::text[]) OR user_id = ANY($3::text[])"
-        " OR email_domains && $4::text[]",
+        " OR primary_key IN (SELECT r.primary_key FROM unnest($4::text[], $5::text[]) AS p(lo, hi)"
+        " JOIN contribution_records r"
+        " ON reverse(r.author_email) ~>=~ p.lo AND reverse(r.author_email) ~<~ p.hi)",
         sorted(dirty.emails),
         sorted(dirty.launchpad_ids),
         sorted(dirty.user_ids),
-        sorted(dirty.domains),
+        prefixes,
+        [p[:-1] + chr(ord(p[-1]) + 1) for p in prefixes],
     )
     return [_row(r) for r in rows]
 

@@ -72,8 +72,6 @@ CREATE TABLE contribution_records (
     date bigint NOT NULL,
     module text NOT NULL,
     author_email text,
-    -- The e-mail's domain and each parent domain: a company's domains can change after the record.
-    email_domains text[] NOT NULL,
     launchpad_id text,
     author_name text,
     user_id text NOT NULL,
@@ -88,8 +86,9 @@ CREATE INDEX contribution_records_by_email ON contribution_records (author_email
 CREATE INDEX contribution_records_by_launchpad_id ON contribution_records (launchpad_id)
     WHERE launchpad_id IS NOT NULL;
 CREATE INDEX contribution_records_by_user ON contribution_records (user_id, seq);
-CREATE INDEX contribution_records_by_domain ON contribution_records USING gin (email_domains);
-CREATE INDEX contribution_records_by_date ON contribution_records (date);
+-- A company's domains can change after its records: the e-mails ending in a domain, found by prefix
+-- on the reversed address ("moc.ph@" and "moc.ph." for hp.com).
+CREATE INDEX contribution_records_by_domain ON contribution_records (reverse(author_email) text_pattern_ops);
 -- The activity log: newest first, by kind, optionally by user, module or company.
 CREATE INDEX contribution_activity ON contribution_records (record_type, date DESC, primary_key)
     WHERE counted;
