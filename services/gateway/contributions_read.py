@@ -47,14 +47,15 @@ GROUPS = {
     "company": ("company", "company_name"),
     "user_id": ("user_id", "user_id"),
 }
+# Integers, as the sums' own columns are: Postgres adds up integers without going through numeric.
 _RAW = {
-    "n": "count(*)",
-    "loc": "sum(loc)",
-    "m_neg2": "count(*) FILTER (WHERE value = -2)",
-    "m_neg1": "count(*) FILTER (WHERE value = -1)",
-    "m_zero": "count(*) FILTER (WHERE value = 0)",
-    "m_pos1": "count(*) FILTER (WHERE value = 1)",
-    "m_pos2": "count(*) FILTER (WHERE value = 2)",
+    "n": "count(*)::integer",
+    "loc": "sum(loc)::bigint",
+    "m_neg2": "(count(*) FILTER (WHERE value = -2))::integer",
+    "m_neg1": "(count(*) FILTER (WHERE value = -1))::integer",
+    "m_zero": "(count(*) FILTER (WHERE value = 0))::integer",
+    "m_pos1": "(count(*) FILTER (WHERE value = 1))::integer",
+    "m_pos2": "(count(*) FILTER (WHERE value = 2))::integer",
 }
 
 
@@ -89,6 +90,17 @@ class _Sql:
     def arg(self, value: Any, cast: str = "") -> str:
         self.args.append(value)
         return f"${len(self.args)}{cast}"
+
+
+# The columns each rollup is keyed by.
+ROLLUP_KEYS: dict[int, set[str]] = {
+    BY_MODULE_COMPANY_USER: {"module", "company", "user_id"},
+    BY_MODULE: {"module"},
+    BY_COMPANY: {"company"},
+    BY_USER: {"user_id"},
+    BY_PROJECT_TYPE_USER: {"project_type", "user_id"},
+    BY_PROJECT_TYPE_COMPANY: {"project_type", "company"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,24 +218,14 @@ def _month_part(
     )
 
 
-async def sums(
-    conn: Conn,
-    sel: Selection,
-    kinds: Sequence[int],
-    columns: Sequence[str],
-    group: str | None,
-    names: dict[str, str] | None = None,
-) -> dict[tuple[str, int], list[int]]:
-    """Per (group value, kind): the selected records' totals of ``columns`` (in their order), zero
-    totals included; by user, ``names`` gets each user's name.
+def _totals_sql(
+    sql: _Sql, sel: Selection, kinds: Sequence[int], columns: Sequence[str], group: str | None
+) -> str:
+    """``SELECT g, kind, <one total per column>`` over the selection, zero totals included.
 
     Whole months come from the rollup whose key starts with the filters; the days of the months the
-    span ends in from the day sums of the finest key; a part of a day from the records. The parts are
-    added up here rather than in Postgres, whose sum over bigint would go through numeric."""
-    if sel.empty:
-        return {}
+    span ends in from the day sums of the finest key; a part of a day from the records."""
     p = plan(sel, group)
-    sql = _Sql()
     hi: Through | None = None if sel.hi is None else through(sel.hi)
     lo: Through | None = None if sel.lo is None else through(sel.lo - 1)
     g = GROUPS[group][0] if group else "''"
@@ -245,24 +247,40 @@ async def sums(
             )
         if end.part is not None:
             parts.append(_raw(sql, sel, end.part, group, kinds, columns, sign))
-    text = " UNION ALL ".join(parts)
-    if group == "user_id":  # the engineers' names in the same round trip
-        text = f"SELECT s.*, u.user_name FROM ({text}) AS s LEFT JOIN contribution_users u ON u.user_id = s.g"
-    rows = await conn.fetch(text, *sql.args)
-    out: dict[tuple[str, int], list[int]] = {}
+    values = [f"v{i}" for i in range(len(columns))]
+    names = ", ".join(values)
+    free = ROLLUP_KEYS[p.rollup] - {column for column, _ in p.equal}
+    if free != ({group} if group else set()):  # several rows may share a group value: add them up
+        return (
+            f"SELECT g, kind, {', '.join(f'sum({v})' for v in values)}"
+            f" FROM ({' UNION ALL '.join(parts)}) AS s (g, kind, {names}) GROUP BY g, kind"
+        )
+    if len(parts) == 1:
+        return parts[0]
+    # One month row per group value: only the few rows of the span's ends need adding up, then
+    # joining (cheaper than aggregating every row).
+    ends = (
+        f"SELECT g, kind, {', '.join(f'sum({v})' for v in values)}"
+        f" FROM ({' UNION ALL '.join(parts[1:])}) AS s (g, kind, {names}) GROUP BY g, kind"
+    )
+    return (
+        "SELECT coalesce(m.g, e.g), coalesce(m.kind, e.kind), "
+        + ", ".join(f"coalesce(m.{v}, 0) + coalesce(e.{v}, 0)" for v in values)
+        + f" FROM ({parts[0]}) AS m (g, kind, {names}) FULL JOIN ({ends}) AS e (g, kind, {names})"
+        " ON e.g = m.g AND e.kind = m.kind"
+    )
+
+
+async def sums(
+    conn: Conn, sel: Selection, kinds: Sequence[int], columns: Sequence[str], group: str | None
+) -> dict[tuple[str, int], list[int]]:
+    """Per (group value, kind): the selected records' totals of ``columns`` (in their order)."""
+    if sel.empty:
+        return {}
+    sql = _Sql()
+    rows = await conn.fetch(_totals_sql(sql, sel, kinds, columns, group), *sql.args)
     width = len(columns)
-    for r in rows:
-        key = (r[0], r[1])
-        totals = out.get(key)
-        values = [v or 0 for v in tuple(r)[2 : 2 + width]]
-        if totals is None:
-            out[key] = values
-        else:
-            for i in range(width):
-                totals[i] += values[i]
-    if names is not None and group == "user_id":
-        names.update((r[0], r[-1]) for r in rows if r[-1] is not None)
-    return out
+    return {(r[0], r[1]): [int(v or 0) for v in tuple(r)[2 : 2 + width]] for r in rows}
 
 
 # --- the statistics ---------------------------------------------------------------------------------
@@ -277,23 +295,36 @@ def marks_comment(neg2: int, neg1: int, pos1: int, pos2: int) -> str:
 
 
 async def stats(conn: Conn, sel: Selection, metric: str, group: str) -> list[dict[str, Any]]:
-    """``{"metric", "id", "name"}`` (and ``comment`` for marks by engineer), highest first, zeros left out."""
+    """``{"metric", "id", "name"}`` (and ``comment`` for marks by engineer), highest first (ties by
+    id), zeros left out: filtered, ordered and named in Postgres, so Python only shapes the rows."""
+    if sel.empty:
+        return []
     kind, columns = METRICS[metric]
-    names: dict[str, str] = {}
-    totals = await sums(conn, sel, [kind], columns, group, names)
-    rows = sorted(((-v[0], key, v) for (key, _), v in totals.items() if v[0]))
-    if metric == "marks" and group == "user_id":
+    sql = _Sql()
+    totals = _totals_sql(sql, sel, [kind], columns, group)
+    values = ", ".join(f"t.v{i}" for i in range(len(columns)))
+    named = group == "user_id"
+    text = (
+        f"SELECT t.g, {values}{', u.user_name' if named else ''}"
+        f" FROM ({totals}) AS t (g, kind, {', '.join(f'v{i}' for i in range(len(columns)))})"
+        + (" LEFT JOIN contribution_users u ON u.user_id = t.g" if named else "")
+        + ' WHERE t.v0 <> 0 ORDER BY t.v0 DESC, t.g COLLATE "C"'
+    )
+    rows = await conn.fetch(text, *sql.args)
+    if metric == "marks" and named:
         # columns: n, m_neg2, m_neg1, m_zero, m_pos1, m_pos2
         return [
             {
-                "metric": -m,
-                "id": key,
-                "name": names.get(key, key),
-                "comment": marks_comment(v[1], v[2], v[4], v[5]),
+                "metric": r[1],
+                "id": r[0],
+                "name": r[7] or r[0],
+                "comment": marks_comment(r[2], r[3], r[5], r[6]),
             }
-            for m, key, v in rows
+            for r in rows
         ]
-    return [{"metric": -m, "id": key, "name": names.get(key, key)} for m, key, v in rows]
+    if named:
+        return [{"metric": int(r[1]), "id": r[0], "name": r[-1] or r[0]} for r in rows]
+    return [{"metric": int(r[1]), "id": r[0], "name": r[0]} for r in rows]
 
 
 async def contribution(conn: Conn, sel: Selection) -> dict[str, Any]:
@@ -318,13 +349,9 @@ async def contribution(conn: Conn, sel: Selection) -> dict[str, Any]:
     }
 
 
-async def keys_with(
-    conn: Conn, sel: Selection, metric: str, group: str, names: dict[str, str] | None = None
-) -> list[str]:
-    """The modules, companies or users with a non-zero ``metric`` in the selection."""
-    kind, columns = METRICS[metric]
-    totals = await sums(conn, sel, [kind], columns[:1], group, names)
-    return sorted(key for (key, _), values in totals.items() if values[0])
+async def keys_with(conn: Conn, sel: Selection, metric: str, group: str) -> list[tuple[str, str]]:
+    """(id, name) of the modules, companies or users with a non-zero ``metric`` in the selection."""
+    return [(row["id"], row["name"]) for row in await stats(conn, sel, metric, group)]
 
 
 # --- the activity log ---------------------------------------------------------------------------------

@@ -255,9 +255,8 @@ def _list(group: str) -> View:
                 None if group == "company" else sel.company,
                 None if group == "user_id" else sel.user_id,
             )
-            names: dict[str, str] = {}
-            found = await read.keys_with(conn, sel, metric, group, names)
-        items = [{"id": k, "text": names.get(k) or k} for k in found]
+            found = await read.keys_with(conn, sel, metric, group)
+        items = [{"id": key, "text": name} for key, name in found]
         if query:
             items = [i for i in items if query in i["id"].lower() or query in i["text"].lower()]
         items.sort(key=lambda i: (i["text"].lower(), i["id"]))
