@@ -517,6 +517,8 @@ async def contributions_bench(base: str, nats_url: str, database_url: str) -> di
                     "slowest_query": slowest[1],
                 }
         out["latency"] = latencies
+        # The machine's load while the routes were timed (other processes share it).
+        out["load_average_1m_after_queries"] = round(os.getloadavg()[0], 2)
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
