@@ -36,6 +36,7 @@ CALLBACK = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}(\.[A-Za-z_$][A-Za-z0-9_$]
 DEFAULT_PAGE, MAX_PAGE = 10, 1000
 DEFAULT_LIST_PAGE, MAX_LIST_PAGE = 1000, 10_000
 MAX_QUERY = 200
+MAX_PARAM = 1000
 MAX_UNIX = 10**11
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,10 +44,16 @@ View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def param(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once, as printable text of at most 1000 characters."""
     values = request.query.getall(name, [])
     if len(values) > 1:
         raise http_error(400, f"give {name} at most once")
-    return values[0] if values else None
+    if not values:
+        return None
+    value = values[0]
+    if len(value) > MAX_PARAM or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise http_error(400, f"{name} must be printable text of at most {MAX_PARAM} characters")
+    return value
 
 
 def _unix(request: web.Request, name: str) -> int | None:

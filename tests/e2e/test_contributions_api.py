@@ -237,6 +237,9 @@ UNKNOWN = [
     ("start_date=99999999999999", "start_date"),
     ("module=nova&module=swift", "module"),
     ("release=havana,icehouse", "release"),
+    ("module=nova%00", "module"),
+    ("company=%FF", "company"),
+    ("user_id=" + "x" * 1001, "user_id"),
 ]
 
 
