@@ -154,11 +154,13 @@ def read_directory_file(path: Path) -> SaveDirectory:
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        return msgspec.json.decode(raw, type=SaveDirectory)
+        cmd = msgspec.json.decode(raw, type=SaveDirectory)
     except msgspec.ValidationError as exc:
         raise ValueError(f"{path}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ValueError(f"{path} is not JSON: {exc}") from None
+    # Only usagehub sets a command's envelope; a file naming one is not obeyed.
+    return msgspec.structs.replace(cmd, idempotency_key=None, request_id=None, origin="http")
 
 
 async def import_directory(nc: NATS, cmd: SaveDirectory, command_timeout: float) -> dict[str, int]:
