@@ -517,6 +517,354 @@ async def cluster_and_single_beat_rates(
     return out
 
 
+# --- contribution statistics (Stackalytics API) ------------------------------------------------------
+
+CONTRIBUTION_RECORDS = 1_000_000
+IMPORT_COMMITS = 20_000
+_START, _END = 1_293_840_000, 1_609_459_200  # 2011 to 2020: twenty half-year releases
+_USERS, _DIRECTORY_USERS, _MODULES, _COMPANIES = 8000, 2000, 300, 60
+
+
+def _email(u: int) -> str:
+    return f"u{u:04d}@c{u % _COMPANIES:02d}.com" if u % 10 < 7 else f"u{u:04d}@home.net"
+
+
+def _contribution_directory() -> list[Any]:
+    """Releases, companies with domains, modules in organizations, project types (one through a
+    module group) and directory users, a third of whom changed company once."""
+    from shared.events.contributions import (
+        Affiliation,
+        DirectoryCompanySaved,
+        DirectoryModuleGroupSaved,
+        DirectoryModuleSaved,
+        DirectoryProjectTypeSaved,
+        DirectoryReleaseSaved,
+        DirectoryUserSaved,
+    )
+
+    at = now()
+    common: dict[str, Any] = {"occurred_at": at}
+    events: list[Any] = []
+    for i in range(20):
+        end = _START + (i + 1) * (_END - _START) // 20
+        events.append(
+            DirectoryReleaseSaved(event_id=new_event_id(), **common, release_name=f"r{i:02d}", end_date=end)
+        )
+    for c in range(_COMPANIES):
+        events.append(
+            DirectoryCompanySaved(
+                event_id=new_event_id(), **common, company_name=f"Company {c:02d}", domains=[f"c{c:02d}.com"]
+            )
+        )
+    for m in range(_MODULES):
+        org = "openstack" if m < 200 else "infra" if m < 260 else "other"
+        events.append(
+            DirectoryModuleSaved(event_id=new_event_id(), **common, module=f"mod-{m:03d}", organization=org)
+        )
+    storage = [f"mod-{m:03d}" for m in range(10)]
+    events.append(
+        DirectoryModuleGroupSaved(event_id=new_event_id(), **common, module_group="storage", modules=storage)
+    )
+    for ptype, members in (("openstack", ["openstack"]), ("infra", ["infra"]), ("storage", ["storage"])):
+        events.append(
+            DirectoryProjectTypeSaved(
+                event_id=new_event_id(), **common, project_type=ptype, title=ptype.title(), modules=members
+            )
+        )
+    for u in range(_DIRECTORY_USERS):
+        companies = [Affiliation(f"Company {(u * 7) % _COMPANIES:02d}", 0)]
+        if u % 3 == 0:
+            moved = _START + (u * 7919) % (_END - _START)
+            companies.insert(0, Affiliation(f"Company {(u * 3) % _COMPANIES:02d}", moved))
+        events.append(
+            DirectoryUserSaved(
+                event_id=new_event_id(),
+                **common,
+                user_id=f"lp{u:04d}",
+                user_name=f"User {u}",
+                launchpad_id=f"lp{u:04d}",
+                emails=[_email(u), f"u{u:04d}@alt.org"],
+                companies=companies,
+            )
+        )
+    return events
+
+
+def _contribution_records(count: int, seed: int = 7) -> Iterator[Any]:
+    """Records in date order (as they happen): users and modules drawn with a long tail, 30% commits,
+    50% Code-Review marks, 15% e-mails, 5% drafted blueprints."""
+    import random
+
+    from shared.events.contributions import (
+        BlueprintDrafted,
+        CommitRecorded,
+        EmailRecorded,
+        ReviewMarkRecorded,
+    )
+
+    rng = random.Random(seed)
+    at = now()
+    step = (_END - _START) / count
+    for i in range(count):
+        u = int(_USERS * rng.random() ** 3)
+        modules = [int(_MODULES * random.Random(u * 31 + k).random() ** 2) for k in range(1 + u % 4)]
+        module = f"mod-{modules[int(len(modules) * rng.random() ** 2)]:03d}"
+        date = _START + int(i * step) + rng.randrange(int(step) + 1)
+        kind, email = rng.random(), _email(u)
+        common: dict[str, Any] = {
+            "event_id": new_event_id(),
+            "occurred_at": at,
+            "module": module,
+            "date": date,
+        }
+        if kind < 0.30:
+            yield CommitRecorded(
+                **common,
+                commit_id=f"{i:040x}",
+                branch="master",
+                author_name=f"User {u}",
+                author_email=email,
+                subject=f"Change {i}",
+                message="Body\n",
+                files_changed=1 + i % 5,
+                lines_added=i % 97,
+                lines_deleted=i % 13,
+            )
+        elif kind < 0.80:
+            value = rng.choices([-2, -1, 0, 1, 2], [2, 15, 3, 50, 30])[0]
+            yield ReviewMarkRecorded(
+                **common,
+                primary_key=f"r{i}:{email}:Code-Review:{date}",
+                review_id=f"r{i}",
+                author_name=f"User {u}",
+                author_email=email,
+                mark_type="Code-Review",
+                value=value,
+            )
+        elif kind < 0.95:
+            yield EmailRecorded(
+                **common,
+                message_id=f"<{i}@lists>",
+                author_name=f"User {u}",
+                author_email=email,
+                subject="Re: x",
+            )
+        else:
+            lp = f"lp{u:04d}" if u < _DIRECTORY_USERS else f"lp-{u}"
+            yield BlueprintDrafted(
+                **common, blueprint_id=f"{module}:bp{i}", name=f"bp{i}", title="t", launchpad_id=lp
+            )
+
+
+def _fast_import_repo(repo: Path, commits: int) -> None:
+    """A linear history of ``commits`` commits by 200 authors, written by one ``git fast-import``."""
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    chunks: list[bytes] = []
+    for i in range(commits):
+        a = i % 200
+        when = _START + i * ((_END - _START) // commits)
+        body = f"Change {i}\n\nCloses-Bug: #{100000 + i}\n".encode()
+        content = "".join(f"line {i} {j}\n" for j in range(i % 7 + 1)).encode()
+        chunks += [
+            b"commit refs/heads/main",
+            f"author Dev {a} <{_email(a)}> {when} +0000".encode(),
+            f"committer Dev {a} <{_email(a)}> {when} +0000".encode(),
+            f"data {len(body)}".encode(),
+            body,
+            f"M 644 inline f{i % 500}.txt".encode(),
+            f"data {len(content)}".encode(),
+            content,
+            b"",
+        ]
+    subprocess.run(
+        ["git", "-C", str(repo), "fast-import", "--quiet"], input=b"\n".join(chunks) + b"\n", check=True
+    )
+
+
+async def _contributions_projected(conn: Any, js: Any, within: float) -> float:
+    """Seconds until the contributions projection holds every contribution event."""
+    from nats.js.errors import NotFoundError
+
+    from shared.bus import EVENTS_STREAM
+    from shared.events.contributions import SUBJECTS
+
+    last = 0
+    for subject in SUBJECTS.values():
+        try:
+            last = max(last, int((await js.get_last_msg(EVENTS_STREAM, subject, direct=True)).seq or 0))
+        except NotFoundError:
+            continue
+    started = time.perf_counter()
+    while time.perf_counter() - started < within:
+        position = await conn.fetchval(
+            "SELECT position FROM projection_checkpoints WHERE projection = 'contributions'"
+        )
+        if position is not None and int(position) >= last:
+            return time.perf_counter() - started
+        await asyncio.sleep(0.2)
+    raise RuntimeError("the contributions projection did not catch up")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _stats_queries(count: int, seed: int) -> list[str]:
+    """Query strings drawn over every common parameter: releases, arbitrary mid-day spans, project
+    types, popular and rare modules, big and small companies, prolific and occasional users."""
+    import random
+
+    rng = random.Random(seed)
+    queries = []
+    for _ in range(count):
+        params: dict[str, str] = {"metric": rng.choice(["commits", "loc", "marks", "emails", "bpd", "bpc"])}
+        release = rng.choice([None, "r07", "r15", "all", "all"])
+        if release:
+            params["release"] = release
+        if rng.random() < 0.4:
+            a, b = sorted(rng.randrange(_START, _END) for _ in range(2))
+            params["start_date"], params["end_date"] = str(a), str(b)
+        for name, choices in (
+            ("project_type", ["openstack", "storage", "infra"]),
+            ("module", ["mod-000", "mod-040", "mod-290"]),
+            ("company", ["Company 00", "Company 31", "*independent"]),
+            ("user_id", ["lp0001", "lp1500", _email(7000)]),
+        ):
+            if rng.random() < 0.3:
+                params[name] = rng.choice(choices)
+        queries.append(
+            "&".join(f"{k}={v.replace(' ', '%20').replace('*', '%2A')}" for k, v in params.items())
+        )
+    return queries
+
+
+async def contributions_bench(base: str, nats: Server, database_url: str) -> dict[str, Any]:
+    """A 20,000-commit repository imported through ``usagehub import git``; records then appended up
+    to a million (in date order, as they happen) and projected; then each stats route timed over
+    many filter combinations, one request at a time."""
+    import asyncpg
+
+    from services.projector.consumer import apply_batch, lock_batches
+    from services.projector.projections import PROJECTIONS
+    from shared.bus import read_stream
+    from shared.events.contributions import record_key
+
+    out: dict[str, Any] = {}
+    # Appends and one-off reads of the stream are ingest's rights; the import CLI talks to ingest as
+    # the gateway does.
+    nc = await connect(as_user(nats, "ingest"), "bench-contributions")
+    conn = await asyncpg.connect(database_url)
+    work = Path(tempfile.mkdtemp(prefix="usagehub-bench-git-"))
+    try:
+        js = nc.jetstream()
+        async with Appender(nc) as appender:
+            for event in _contribution_directory():
+                await appender.append(event, f"bench:{event.event_id}")
+        repo = work / "repo"
+        started = time.perf_counter()
+        await asyncio.to_thread(_fast_import_repo, repo, IMPORT_COMMITS)
+        made = time.perf_counter() - started
+        cli = as_user(nats, "gateway")
+        env = {
+            **os.environ,
+            "USAGEHUB_NATS_URL": nats.url,
+            "USAGEHUB_NATS_USER": cli.nats_user,
+            "USAGEHUB_NATS_PASSWORD": cli.nats_password,
+            "USAGEHUB_LOG_LEVEL": "warning",
+        }
+        started = time.perf_counter()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [
+                sys.executable,
+                "-m",
+                "services",
+                "import",
+                "git",
+                str(repo),
+                "--module",
+                "mod-000",
+                "--no-progress",
+            ],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        imported = time.perf_counter() - started
+        projected = await _contributions_projected(conn, js, 600)
+        out["git_import_20k_commits"] = {
+            "commits": json.loads(done.stdout)["appended"],
+            "repository_made_s": round(made, 1),
+            "import_s": round(imported, 1),
+            "then_projected_s": round(projected, 1),
+        }
+
+        # The rest of the million, appended as other services would, by many concurrent writers (so
+        # that each atomic batch, and its fsync, is full).
+        records = _contribution_records(CONTRIBUTION_RECORDS - IMPORT_COMMITS)
+        started = time.perf_counter()
+        async with Appender(nc) as appender:
+
+            async def writer() -> None:
+                for event in records:  # one generator shared by every writer
+                    await appender.append(event, f"contributions:{record_key(event)}")
+
+            await asyncio.gather(*(writer() for _ in range(1024)))
+        appended = time.perf_counter() - started
+        # Projected by the projection's own apply, as ``usagehub rebuild`` does (one transaction, the
+        # live projector waiting), in batches of 20,000 rather than the projector's 500.
+        projection = PROJECTIONS["contributions"]
+        started = time.perf_counter()
+        async with conn.transaction():
+            await lock_batches(conn, projection.name)
+            await conn.execute("TRUNCATE " + ", ".join(projection.tables))
+            await conn.execute("DELETE FROM projection_checkpoints WHERE projection = $1", projection.name)
+            async for batch in read_stream(js, projection.filters, batch=20_000):
+                await apply_batch(conn, projection, batch)
+        projected = time.perf_counter() - started
+        count = int(await conn.fetchval("SELECT count(*) FROM contribution_records"))
+        await conn.execute("ANALYZE")
+        out["records"] = count
+        out["load"] = {
+            "appended_per_s": round((CONTRIBUTION_RECORDS - IMPORT_COMMITS) / appended),
+            "projected_s": round(projected, 1),
+            "projected_per_s": round(count / projected),
+        }
+
+        routes = ["/api/1.0/stats/engineers", "/api/1.0/stats/companies", "/api/1.0/stats/modules"]
+        routes += ["/api/1.0/contribution", "/api/1.0/activity"]
+        latencies: dict[str, Any] = {}
+        async with aiohttp.ClientSession(base) as http:
+            for r, route in enumerate(routes):
+                timings: list[tuple[float, str]] = []
+                for i, query in enumerate(_stats_queries(330, seed=r)):
+                    started = time.perf_counter()
+                    async with http.get(f"{route}?{query}") as resp:
+                        body = await resp.read()
+                        if resp.status != 200:
+                            raise RuntimeError(f"{route}?{query}: {resp.status} {body[:200]!r}")
+                    if i >= 30:  # the first few warm the caches
+                        timings.append((time.perf_counter() - started, query))
+                ms = [t * 1000 for t, _ in timings]
+                slowest = max(timings)
+                latencies[route] = {
+                    "requests": len(ms),
+                    "p50_ms": round(_percentile(ms, 0.50), 1),
+                    "p99_ms": round(_percentile(ms, 0.99), 1),
+                    "max_ms": round(max(ms), 1),
+                    "slowest_query": slowest[1],
+                }
+        out["latency"] = latencies
+        # The machine's load while the routes were timed (other processes share it).
+        out["load_average_1m_after_queries"] = round(os.getloadavg()[0], 2)
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        await conn.close()
+        await nc.close()
+
+
 def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str, Any]:
     values = [asyncio.run(measure()) for _ in range(rounds)]
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
@@ -572,6 +920,7 @@ def main() -> None:
             results["metering"] = asyncio.run(
                 metering_figures(base, nats, database_url, args.metering_events)
             )
+            results["contributions"] = asyncio.run(contributions_bench(base, nats, database_url))
             cluster_pg = start_postgres(data / "cluster-postgres")
             try:
                 results["beats_per_s_http_3_node_cluster_and_single_node"] = asyncio.run(

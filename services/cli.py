@@ -1,5 +1,5 @@
-"""``usagehub``: the admin command line (up, migrate, rebuild, quarantine, schema, links, and the
-metering registry: orgs, keys, principals)."""
+"""``usagehub``: the admin command line (up, migrate, rebuild, quarantine, schema, links, the
+metering registry: orgs, keys, principals, and contribution imports)."""
 
 from __future__ import annotations
 
@@ -204,6 +204,59 @@ def _metering_parsers(sub: Any) -> None:
     p_add.add_argument("--super-ops", action="store_true", help="may ask for every org's history (showAll)")
 
 
+async def _import_git(
+    settings: Settings, path: str, module: str, branch: str | None, bar: bool | None
+) -> int:
+    """Import a git repository's history through ingest; print what was appended as JSON."""
+    from pathlib import Path
+
+    from services.contributions_import.git_history import GitError
+    from services.contributions_import.importer import ImportFailed, Progress, import_git, progress_wanted
+    from shared.bus import connect
+
+    if not settings.nats_url:
+        raise SettingsError("USAGEHUB_NATS_URL is required")
+    nc = await connect(settings, "usagehub-import")
+    try:
+        progress = Progress(sys.stderr, progress_wanted(bar), "commits")
+        result = await import_git(nc, Path(path), module, branch, progress, settings.command_timeout)
+    except GitError as exc:
+        print(f"usagehub: {exc}", file=sys.stderr)
+        return 2
+    except ImportFailed as exc:
+        print(f"usagehub: import failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    print(json.dumps(result.as_json()))
+    return 0
+
+
+async def _import_directory(settings: Settings, path: str) -> int:
+    from pathlib import Path
+
+    from services.contributions_import.importer import ImportFailed, import_directory, read_directory_file
+    from shared.bus import connect
+
+    if not settings.nats_url:
+        raise SettingsError("USAGEHUB_NATS_URL is required")
+    try:
+        cmd = read_directory_file(Path(path))
+    except ValueError as exc:
+        print(f"usagehub: {exc}", file=sys.stderr)
+        return 2
+    nc = await connect(settings, "usagehub-import")
+    try:
+        result = await import_directory(nc, cmd, settings.command_timeout)
+    except ImportFailed as exc:
+        print(f"usagehub: import failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from services.projector.projections import PROJECTIONS
 
@@ -231,6 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     links_add.add_argument("url")
     links_add.add_argument("--description", default="")
     _metering_parsers(sub)
+    imports = sub.add_parser("import", help="import contribution records (Stackalytics API)")
+    imports_sub = imports.add_subparsers(dest="import_command", required=True)
+    git = imports_sub.add_parser("git", help="append the commits of a git repository (only new ones)")
+    git.add_argument("path", help="a git repository (a work tree or a bare repository)")
+    git.add_argument("--module", required=True, help="the module (repository name) the commits count for")
+    git.add_argument("--branch", default=None, help="branch or commit to read from (default: HEAD)")
+    bar = git.add_mutually_exclusive_group()
+    bar.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="always show progress"
+    )
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    directory = imports_sub.add_parser(
+        "directory", help="save the entries of a default_data.json-shaped file"
+    )
+    directory.add_argument("file")
     args = parser.parse_args(argv)
 
     try:
@@ -259,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
         if args.command in ("orgs", "keys", "principals"):
             return asyncio.run(_metering(settings, args))
+        if args.command == "import" and args.import_command == "git":
+            return asyncio.run(_import_git(settings, args.path, args.module, args.branch, args.progress))
+        if args.command == "import":
+            return asyncio.run(_import_directory(settings, args.file))
         if args.command == "quarantine":
             asyncio.run(_quarantine(_servers(settings)))
             return 0

@@ -16,6 +16,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from services.ingest.contributions import ContributionsDirectory, fold_directory, skip_directory_message
 from services.ingest.heartbeat import (
     DEVICE_SUBJECTS,
     DeviceRegistry,
@@ -42,6 +43,7 @@ from shared.bus import (
 )
 from shared.commands import Command
 from shared.events import Event, decode_event, new_event_id, now
+from shared.events.contributions import DIRECTORY_SUBJECTS
 from shared.logging import get_logger
 
 MAX_RETRIES = 20
@@ -163,6 +165,11 @@ class Ingest:
     metering: Folded[MeteringRegistry] = field(
         default_factory=lambda: Folded(
             METERING_SUBJECTS, fold_metering_registry, MeteringRegistry(), skip_metering_message
+        )
+    )
+    contributions: Folded[ContributionsDirectory] = field(
+        default_factory=lambda: Folded(
+            DIRECTORY_SUBJECTS, fold_directory, ContributionsDirectory(), skip_directory_message
         )
     )
 

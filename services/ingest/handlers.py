@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from services.ingest import heartbeat_handlers, links_handlers, media_handlers, metering_handlers
+from services.ingest import (
+    contributions_handlers,
+    heartbeat_handlers,
+    links_handlers,
+    media_handlers,
+    metering_handlers,
+)
 from services.ingest.context import Ingest
 from services.ingest.rejected import Rejected
 from shared import metrics
@@ -17,6 +23,7 @@ HANDLERS: dict[type[Command], Callable[[Ingest, Any], Awaitable[Reply]]] = {
     **links_handlers.HANDLERS,
     **media_handlers.HANDLERS,
     **metering_handlers.HANDLERS,
+    **contributions_handlers.HANDLERS,
 }
 
 

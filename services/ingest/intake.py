@@ -42,6 +42,7 @@ from shared.commands import (
     encoder,
 )
 from shared.commands.metering import RecordApiCall
+from shared.commands.contributions import RecordBlueprint, RecordEmail, RecordMark
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)
@@ -57,6 +58,9 @@ INTAKE_KINDS: dict[str, type[msgspec.Struct]] = {
     "media_front": RecordFrontUsage,
     "media_download": RecordDownloadUsage,
     "metering": RecordApiCall,
+    "contribution_marks": RecordMark,
+    "contribution_emails": RecordEmail,
+    "contribution_blueprints": RecordBlueprint,
 }
 INTAKE_DURABLE = "ingest-intake"
 # Who published a message on usagehub.ingest.<kind> with no publisher token.

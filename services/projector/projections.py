@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 
-from services.projector import api_calls, heartbeat, idempotency, links, media_usage, metering
+from services.projector import api_calls, contributions, heartbeat, idempotency, links, media_usage, metering
 from shared.db import Conn
 from shared.events import AnyEvent
 
@@ -41,5 +41,8 @@ PROJECTIONS: dict[str, Projection] = {
         ),
         Projection("metering", metering.FILTERS, metering.TABLES, metering.apply_metering),
         Projection("api_calls", api_calls.FILTERS, api_calls.TABLES, api_calls.apply_api_calls),
+        Projection(
+            "contributions", contributions.FILTERS, contributions.TABLES, contributions.apply_contributions
+        ),
     )
 }

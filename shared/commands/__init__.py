@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from shared.commands.contributions import ContributionsCommand
 from shared.commands.envelope import Command, Reply
 from shared.commands.heartbeat import (
     HeartbeatCommand,
@@ -31,7 +32,7 @@ from shared.commands.media import (
 from shared.commands.metering import MeteringCommand
 
 # A new domain adds its union here.
-AnyCommand = HeartbeatCommand | LinksCommand | MediaCommand | MeteringCommand
+AnyCommand = HeartbeatCommand | LinksCommand | MediaCommand | MeteringCommand | ContributionsCommand
 
 command_decoder = msgspec.json.Decoder(AnyCommand)
 reply_decoder = msgspec.json.Decoder(Reply)

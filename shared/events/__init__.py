@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from shared.events import heartbeat, links, media, metering
+from shared.events import contributions, heartbeat, links, media, metering
+from shared.events.contributions import ContributionsEvent
 from shared.events.envelope import Event, new_event_id, now
 from shared.events.heartbeat import (
     BeatRecorded,
@@ -34,7 +35,7 @@ from shared.events.media import (
 from shared.events.metering import MeteringEvent
 
 # A new domain adds its union here and its subjects below.
-AnyEvent = HeartbeatEvent | LinksEvent | MediaEvent | MeteringEvent
+AnyEvent = HeartbeatEvent | LinksEvent | MediaEvent | MeteringEvent | ContributionsEvent
 
 EVENT_TYPES: tuple[type[Event], ...] = typing.get_args(AnyEvent)
 

@@ -1,0 +1,1 @@
+"""Reading contribution records from outside: git repositories and Stackalytics directory files."""
