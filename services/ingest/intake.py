@@ -41,8 +41,8 @@ from shared.commands import (
     command_decoder,
     encoder,
 )
-from shared.commands.metering import RecordApiCall
 from shared.commands.contributions import RecordBlueprint, RecordEmail, RecordMark
+from shared.commands.metering import RecordApiCall
 from shared.logging import get_logger, request_id_var
 
 log = get_logger(__name__)

@@ -44,6 +44,7 @@ SUBJECTS: dict[type[Event], str] = {
     **links.SUBJECTS,
     **media.SUBJECTS,
     **metering.SUBJECTS,
+    **contributions.SUBJECTS,
 }
 
 # (type tag, version) -> function turning an older payload into the next version's payload.

@@ -45,7 +45,9 @@ async def test_a_killed_import_and_projector_count_every_commit_once(
     repo = tmp_path / "big"
     fast_import_repo(repo, COMMITS)
     await services.stop_service("projector")  # run as a process, to kill it
-    projector = await usagehub("services.projector", settings=services.settings_for("projector"), USAGEHUB_METRICS_PORT="0")
+    projector = await usagehub(
+        "services.projector", settings=services.settings_for("projector"), USAGEHUB_METRICS_PORT="0"
+    )
     importer = await usagehub(
         "services", "import", "git", str(repo), "--module", "big", settings=services.settings
     )
@@ -58,7 +60,9 @@ async def test_a_killed_import_and_projector_count_every_commit_once(
     assert 1000 <= await stored(js) < COMMITS
     projector.send_signal(signal.SIGKILL)
     await projector.wait()
-    projector = await usagehub("services.projector", settings=services.settings_for("projector"), USAGEHUB_METRICS_PORT="0")
+    projector = await usagehub(
+        "services.projector", settings=services.settings_for("projector"), USAGEHUB_METRICS_PORT="0"
+    )
     try:
         code, out, err = await run_usagehub(
             "import", "git", str(repo), "--module", "big", settings=services.settings

@@ -222,9 +222,7 @@ async def test_a_path_that_is_no_repository_is_a_clear_error(services: Services,
     cli = services.settings
     code, out, err = await run_usagehub("import", "git", str(tmp_path), "--module", "x", settings=cli)
     assert (code, out) == (2, "") and f"{tmp_path} is not a git repository" in err
-    code, _, err = await run_usagehub(
-        "import", "git", str(tmp_path / "nope"), "--module", "x", settings=cli
-    )
+    code, _, err = await run_usagehub("import", "git", str(tmp_path / "nope"), "--module", "x", settings=cli)
     assert code == 2 and "is not a git repository" in err
     repo = tmp_path / "r"
     build_repo(repo)
