@@ -315,10 +315,10 @@ async def stats(conn: Conn, sel: Selection, metric: str, group: str) -> list[dic
         # columns: n, m_neg2, m_neg1, m_zero, m_pos1, m_pos2
         return [
             {
-                "metric": r[1],
+                "metric": int(r[1]),
                 "id": r[0],
                 "name": r[7] or r[0],
-                "comment": marks_comment(r[2], r[3], r[5], r[6]),
+                "comment": marks_comment(int(r[2]), int(r[3]), int(r[5]), int(r[6])),
             }
             for r in rows
         ]
