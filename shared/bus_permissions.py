@@ -73,8 +73,10 @@ def _ingest() -> Permissions:
             *_consumers_of(INTAKE_STREAM),
             f"$JS.ACK.{INTAKE_STREAM}.>",
             *_consumers_of(EVENTS_STREAM),
-            # Single events from the stream's leader (shared.bus.get_stored), never a direct get.
+            # Single events from the stream's leader (shared.bus.get_stored); direct gets for the
+            # reads that tolerate a replica a moment behind (media's last-by-subject lookups).
             f"$JS.API.STREAM.MSG.GET.{EVENTS_STREAM}",
+            *_direct_get(EVENTS_STREAM),
         ),
         subscribe=(f"{COMMANDS_PREFIX}> {INGEST_QUEUE}", _inbox("ingest")),
         allow_responses=True,
