@@ -212,7 +212,8 @@ async def _project(
     stop: asyncio.Event,
 ) -> None:
     name = projection.name
-    sub = await pull_consumer(js, name, projection.filters, await checkpoint(conn, name), fresh=True)
+    position = await checkpoint(conn, name)
+    sub = await pull_consumer(js, name, projection.filters, position, fresh=True, window=2 * batch)
     next_delivery = 1  # the consumer was just created: its first delivery is number 1
     try:
         if projection.after_commit is not None:
@@ -236,13 +237,13 @@ async def _project(
             next_delivery += len(deliveries)
             position = await apply_batch(conn, projection, deliveries)
             # AckAll: one ack covers the whole batch, and only after the commit.
-            await deliveries[-1].msg.ack()
+            await sub.ack(deliveries[-1])
             await nc.publish(PROJECTED_PREFIX + name, str(position).encode())
             if projection.after_commit is not None:
                 await projection.after_commit(js, conn)
             metrics.EVENTS_PROJECTED.labels(name).inc(len(deliveries))
             metrics.PROJECTION_POSITION.labels(name).set(position)
-            metrics.PROJECTION_LAG.labels(name).set(deliveries[-1].msg.metadata.num_pending)
+            metrics.PROJECTION_LAG.labels(name).set(deliveries[-1].pending)
     finally:
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+            await sub.close()
