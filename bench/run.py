@@ -201,6 +201,69 @@ async def catch_up_rates(nats: Server, database_url: str) -> dict[str, Any]:
         await nc.close()
 
 
+async def projection_lag(nats: Server, rate: int = 5_000, seconds: float = 10.0) -> dict[str, Any]:
+    """Events appended at ``rate`` a second for ``seconds`` (paced, whatever the answers): how long
+    after its append was acknowledged each was projected, i.e. covered by a heartbeat commit notice."""
+    import heapq
+
+    from shared.bus import PROJECTED_PREFIX
+
+    nc = await connect(as_user(nats, "ingest"), "bench-lag")
+    watcher = await connect(as_user(nats, "gateway"), "bench-lag-watch")
+    loop = asyncio.get_running_loop()
+    waiting: list[tuple[int, float]] = []  # (seq, acknowledged at), a heap
+    lags: list[float] = []
+    position = 0
+
+    async def on_notice(msg: Any) -> None:
+        nonlocal position
+        position = max(position, int(msg.data))
+        at = loop.time()
+        while waiting and waiting[0][0] <= position:
+            lags.append(at - heapq.heappop(waiting)[1])
+
+    sub = await watcher.subscribe(PROJECTED_PREFIX + "heartbeat", cb=on_notice)
+    try:
+        async with Appender(nc) as appender:
+            tasks: set[asyncio.Task[None]] = set()
+
+            async def append_one() -> None:
+                event = PageVisited(event_id=new_event_id(), occurred_at=now(), path="/bench-lag")
+                seq = (await appender.append(event, event.event_id)).seq
+                if seq <= position:  # projected before its acknowledgement reached us
+                    lags.append(0.0)
+                else:
+                    heapq.heappush(waiting, (seq, loop.time()))
+
+            started, sent = loop.time(), 0
+            while (elapsed := loop.time() - started) < seconds:
+                for _ in range(int(elapsed * rate) - sent):
+                    task = asyncio.create_task(append_one())
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                sent = max(sent, int(elapsed * rate))
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*tasks)
+            offered = sent / (loop.time() - started)
+        for _ in range(600):  # what is still waiting, at most a minute
+            if not waiting:
+                break
+            await asyncio.sleep(0.1)
+        lags.sort()
+        return {
+            "events": sent,
+            "offered_per_s": round(offered, 1),
+            "never_projected_within_a_minute": len(waiting),
+            "lag_ms_p50": round(1000 * lags[len(lags) // 2], 1) if lags else None,
+            "lag_ms_p99": round(1000 * lags[int(len(lags) * 0.99)], 1) if lags else None,
+            "lag_ms_max": round(1000 * lags[-1], 1) if lags else None,
+        }
+    finally:
+        await sub.unsubscribe()
+        await watcher.close()
+        await nc.close()
+
+
 def _print_record(media_id: str, page: int = 1) -> dict[str, Any]:
     meta = {
         "sectionName": "Bench Weekly",
@@ -916,6 +979,7 @@ def main() -> None:
             )
             results["media_usage"] = media_usage(base, nats, database_url, args.rounds, n, c)
             results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats, database_url))
+            results["projection_lag_at_5000_events_per_s"] = asyncio.run(projection_lag(nats))
             # After the catch-up rates: its rebuild of every projection should not replay these.
             results["metering"] = asyncio.run(
                 metering_figures(base, nats, database_url, args.metering_events)

@@ -49,7 +49,8 @@ class Settings:
     # How long a write waits for its projections before answering anyway (read-your-writes bound).
     read_your_writes_timeout: float = 5.0
     command_timeout: float = 10.0
-    projector_batch: int = 500
+    # The most events a projector applies in one transaction: a batch is what has arrived meanwhile.
+    projector_batch: int = 5000
     # /readyz fails when a projection is more than this many events behind the stream.
     ready_max_lag: int = 10_000
     # /readyz fails when a projection has had events waiting this long without its checkpoint moving.

@@ -148,18 +148,26 @@ async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> Non
         await conn.execute("INSERT INTO installation (set_up_at) VALUES ($1)", after.set_up_at)
     changed = [d for i, d in after.devices.items() if before.devices.get(i) != d]
     if changed:
-        await conn.executemany(
+        # One statement per batch (executemany is a round of work per row); each device once.
+        await conn.execute(
             "INSERT INTO heartbeat_devices (device_id, name, registered_at, last_beat, num_beats)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device_id) DO UPDATE SET"
+            " SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])"
+            " ON CONFLICT (device_id) DO UPDATE SET"
             " name = EXCLUDED.name, last_beat = EXCLUDED.last_beat, num_beats = EXCLUDED.num_beats",
-            [(d.device_id, d.name, d.registered_at, d.last_beat, d.num_beats) for d in changed],
+            [d.device_id for d in changed],
+            [d.name for d in changed],
+            [d.registered_at for d in changed],
+            [d.last_beat for d in changed],
+            [d.num_beats for d in changed],
         )
     seen = [(v, at) for v, at in after.visitors.items() if before.visitors.get(v) != at]
     if seen:
-        await conn.executemany(
-            "INSERT INTO heartbeat_visitors (visitor, last_visit) VALUES ($1, $2)"
+        await conn.execute(
+            "INSERT INTO heartbeat_visitors (visitor, last_visit)"
+            " SELECT * FROM unnest($1::text[], $2::timestamptz[])"
             " ON CONFLICT (visitor) DO UPDATE SET last_visit = EXCLUDED.last_visit",
-            seen,
+            [v for v, _ in seen],
+            [at for _, at in seen],
         )
         newest = max(e.occurred_at for e in visits)
         await conn.execute("DELETE FROM heartbeat_visitors WHERE last_visit < $1", newest - VISITOR_RETENTION)

@@ -21,8 +21,12 @@ def keyed_events(events: list[tuple[int, AnyEvent]]) -> list[tuple[str, int, str
 async def apply_idempotency(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
     rows = keyed_events(events)
     if rows:
-        await conn.executemany(
-            "INSERT INTO idempotency_keys (idempotency_key, stream_seq, event_type) VALUES ($1, $2, $3)"
+        # One statement for the batch (executemany is a round of work per row).
+        await conn.execute(
+            "INSERT INTO idempotency_keys (idempotency_key, stream_seq, event_type)"
+            " SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[])"
             " ON CONFLICT (idempotency_key) DO NOTHING",
-            rows,
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
         )

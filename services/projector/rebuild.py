@@ -9,8 +9,13 @@ from services.projector.projections import Projection
 from shared.bus import read_stream
 from shared.db import Conn
 
+# Events per batch (a savepoint) while replaying: large, the replay being one transaction anyway.
+REBUILD_BATCH = 5000
 
-async def rebuild(conn: Conn, js: JetStreamContext, projection: Projection) -> int:
+
+async def rebuild(
+    conn: Conn, js: JetStreamContext, projection: Projection, batch: int = REBUILD_BATCH
+) -> int:
     """Replay ``projection`` from the first event in one transaction; returns the new checkpoint.
 
     The running projector waits on the same lock meanwhile, then skips what the replay covered.
@@ -21,7 +26,7 @@ async def rebuild(conn: Conn, js: JetStreamContext, projection: Projection) -> i
         await conn.execute("DELETE FROM projection_checkpoints WHERE projection = $1", projection.name)
         await conn.execute("DELETE FROM projection_quarantine WHERE projection = $1", projection.name)
         position = 0
-        async for batch in read_stream(js, projection.filters):
+        async for deliveries in read_stream(js, projection.filters, batch=batch):
             # Nested: apply_batch's transaction becomes a savepoint inside this one.
-            position = await apply_batch(conn, projection, batch)
+            position = await apply_batch(conn, projection, deliveries)
     return position
