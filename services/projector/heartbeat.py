@@ -123,22 +123,30 @@ def fold_heartbeat_events(state: HeartbeatState, events: Iterable[AnyEvent]) -> 
 
 
 async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
+    # Only the rows the batch can change are read (a query less for each kind it does not hold).
     ids = sorted({e.device_id for _, e in events if isinstance(e, DeviceRegistered | BeatRecorded)})
-    rows = await conn.fetch(
-        "SELECT device_id, name, registered_at, last_beat, num_beats FROM heartbeat_devices"
-        " WHERE device_id = ANY($1::int[])",
-        ids,
-    )
+    rows = []
+    if ids:
+        rows = await conn.fetch(
+            "SELECT device_id, name, registered_at, last_beat, num_beats FROM heartbeat_devices"
+            " WHERE device_id = ANY($1::int[])",
+            ids,
+        )
     stats = await conn.fetchrow(
         "SELECT total_beats, last_beat, longest_absence_us, num_visits FROM heartbeat_stats"
     )
     visits = [e for _, e in events if isinstance(e, PageVisited) and e.visitor]
-    visitors = await conn.fetch(
-        "SELECT visitor, last_visit FROM heartbeat_visitors WHERE visitor = ANY($1::text[])",
-        sorted({e.visitor for e in visits} | {e.cookie_visitor for e in visits if e.cookie_visitor}),
-    )
+    visitors = []
+    if visits:
+        visitors = await conn.fetch(
+            "SELECT visitor, last_visit FROM heartbeat_visitors WHERE visitor = ANY($1::text[])",
+            sorted({e.visitor for e in visits} | {e.cookie_visitor for e in visits if e.cookie_visitor}),
+        )
+    set_up_at = None
+    if any(isinstance(e, InstallationSetUp) for _, e in events):
+        set_up_at = await conn.fetchval("SELECT set_up_at FROM installation")
     before = HeartbeatState(
-        set_up_at=await conn.fetchval("SELECT set_up_at FROM installation"),
+        set_up_at=set_up_at,
         stats=StatsRow(**dict(stats)) if stats else StatsRow(),
         devices={r["device_id"]: DeviceRow(**dict(r)) for r in rows},
         visitors={r["visitor"]: r["last_visit"] for r in visitors},
