@@ -681,7 +681,8 @@ class Puller:
     unsubscribe = close
 
     def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
-        status = _status_of(data, headers)
+        # Runs for every message read: kept to a handful of operations.
+        status = None if data else _status_of(data, headers)
         if status is None:
             # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or
             # the newer form with two more tokens (domain, account hash) before the stream and a
@@ -700,10 +701,10 @@ class Puller:
                 )
             )
             if self._open:
+                self._owed -= 1
                 number = next(iter(self._open))
                 owed = self._open[number]
                 owed[0] -= 1
-                self._owed -= 1
                 if owed[0] <= 0:
                     del self._open[number]
         elif status != b"100":

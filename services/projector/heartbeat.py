@@ -117,9 +117,45 @@ def fold_heartbeat(state: HeartbeatState, event: AnyEvent) -> HeartbeatState:
 
 
 def fold_heartbeat_events(state: HeartbeatState, events: Iterable[AnyEvent]) -> HeartbeatState:
+    """``fold_heartbeat`` over ``events`` in order (a property test holds it to exactly that), with
+    beats and views folded into local variables: a new state and a copy of the devices per event
+    made a catch-up quadratic in the devices a batch touches. Rarer events go through the fold."""
+    set_up_at = state.set_up_at
+    total, last_beat = state.stats.total_beats, state.stats.last_beat
+    longest, visits = state.stats.longest_absence_us, state.stats.num_visits
+    devices, visitors = dict(state.devices), dict(state.visitors)
     for event in events:
-        state = fold_heartbeat(state, event)
-    return state
+        if isinstance(event, BeatRecorded):
+            at = event.occurred_at
+            if last_beat is None:
+                last_beat = at
+            else:
+                longest = max(longest, max(0, _micros(at, last_beat)))
+                last_beat = max(last_beat, at)
+            total += 1
+            device = devices.get(event.device_id)
+            if device is not None:
+                device_last = at if device.last_beat is None else max(device.last_beat, at)
+                devices[event.device_id] = DeviceRow(
+                    device.device_id, device.name, device.registered_at, device_last, device.num_beats + 1
+                )
+        elif isinstance(event, PageVisited) and not event.visitor:
+            visits += 1
+        elif isinstance(event, PageVisited):
+            at, visitor, cookie_visitor = event.occurred_at, event.visitor, event.cookie_visitor
+            previous = visitors.get(visitor)
+            for name in (visitor, cookie_visitor) if cookie_visitor else (visitor,):
+                latest = visitors.get(name)
+                visitors[name] = at if latest is None else max(latest, at)
+            if starts_visit(previous, at):
+                visits += 1
+        else:
+            stats = StatsRow(total, last_beat, longest, visits)
+            folded = fold_heartbeat(HeartbeatState(set_up_at, stats, devices, visitors), event)
+            set_up_at, devices, visitors = folded.set_up_at, dict(folded.devices), dict(folded.visitors)
+            total, last_beat = folded.stats.total_beats, folded.stats.last_beat
+            longest, visits = folded.stats.longest_absence_us, folded.stats.num_visits
+    return HeartbeatState(set_up_at, StatsRow(total, last_beat, longest, visits), devices, visitors)
 
 
 async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:

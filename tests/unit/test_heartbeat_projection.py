@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,14 @@ from services.projector.heartbeat import (
     fold_heartbeat_events,
     starts_visit,
 )
-from shared.events import AnyEvent, BeatRecorded, DeviceRegistered, InstallationSetUp, PageVisited
+from shared.events import (
+    AnyEvent,
+    BeatRecorded,
+    DeviceRegistered,
+    DeviceTokenRegenerated,
+    InstallationSetUp,
+    PageVisited,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -224,3 +232,38 @@ def test_a_first_view_without_a_cookie_starts_the_session_of_the_cookie_it_was_g
     state = fold_heartbeat_events(HeartbeatState(), [first, *later])
     assert state.stats.num_visits == 1 and state.visitors == {"f": T0, "c": T0 + timedelta(minutes=40)}
     assert fold_heartbeat_events(state, [visit("c", 71)]).stats.num_visits == 2
+
+
+# --- the batch fold is the event fold, folded ---------------------------------------------------
+
+mixed_events = st.lists(
+    st.one_of(
+        st.builds(lambda d, us: beat(d, us), st.integers(0, 4), st.integers(0, 10**10)),
+        st.builds(lambda d, us: registered(d, us), st.integers(0, 4), st.integers(0, 10**10)),
+        st.builds(
+            lambda v, c, s: PageVisited(
+                event_id="e", occurred_at=at(s * 1_000_000), path="/", visitor=v, cookie_visitor=c
+            ),
+            st.sampled_from(["", "a", "b", "c"]),
+            st.sampled_from(["", "b", "d"]),
+            st.integers(0, 36_000),
+        ),
+        st.builds(lambda us: InstallationSetUp(event_id="e", occurred_at=at(us)), st.integers(0, 10**10)),
+        st.builds(
+            lambda d: DeviceTokenRegenerated(event_id="e", occurred_at=T0, device_id=d, token_hash="h"),
+            st.integers(0, 4),
+        ),
+    ),
+    max_size=60,
+)
+
+
+@given(mixed_events, mixed_events)
+def test_the_batch_fold_equals_folding_each_event_in_turn(
+    first: list[AnyEvent], then: list[AnyEvent]
+) -> None:
+    start = functools.reduce(fold_heartbeat, first, HeartbeatState())
+    assert fold_heartbeat_events(start, then) == functools.reduce(fold_heartbeat, then, start)
+    assert fold_heartbeat_events(HeartbeatState(), first + then) == functools.reduce(
+        fold_heartbeat, first + then, HeartbeatState()
+    )
