@@ -618,12 +618,12 @@ def _status_of(data: bytes, headers: bytes | None) -> bytes | None:
     return None
 
 
-# Statuses that end a pull request without anything being wrong: nothing more to deliver, its time
-# ran out, and the 409s for "all delivered" and "byte budget spent" of a request with ``max_bytes``.
-# 100 is an idle heartbeat; anything else (a 409 for a deleted consumer, a leader change) means the
+# Statuses that end a pull request: 404 (nothing to deliver), 408 (its time ran out) and the 409s
+# (all delivered, byte budget spent, a leader change, a server shutting down...): the reader asks
+# again. 100 is an idle heartbeat. A 409 for a consumer that is gone, or any other status, means the
 # reader must start again.
-_REQUEST_DONE = (b"404", b"408")
-_REQUEST_DONE_409 = (b"Batch Completed", b"Exceeds MaxBytes")
+_REQUEST_DONE = (b"404", b"408", b"409")
+_CONSUMER_GONE = (b"Consumer Deleted", b"push based")
 # One pull request's byte budget: with the window below, what a reader buffers stays bounded even
 # for the largest events (1 MiB each).
 PULL_MAX_BYTES = 16 * 1024**2
@@ -655,6 +655,7 @@ class Puller:
         self._arrived = asyncio.Event()
         self._failure: Exception | None = None
         self._sub: Any = None
+        self._reconnects = nc.stats["reconnects"]
 
     async def start(self) -> Puller:
         if isinstance(self._nc, BusClient):
@@ -712,9 +713,7 @@ class Puller:
             closed = self._open.pop(number, None)
             if closed is not None:
                 self._owed -= int(closed[0])
-            if status not in _REQUEST_DONE and not (
-                status == b"409" and any(done in (headers or b"") for done in _REQUEST_DONE_409)
-            ):
+            if status not in _REQUEST_DONE or any(gone in (headers or b"") for gone in _CONSUMER_GONE):
                 self._failure = ConnectionError(
                     f"the consumer ended a pull request: {(headers or b'').decode(errors='replace').strip()}"
                 )
@@ -724,6 +723,11 @@ class Puller:
 
     async def _top_up(self) -> None:
         now = asyncio.get_running_loop().time()
+        if self._nc.stats["reconnects"] != self._reconnects:
+            # The server forgot the requests of the old connection: ask again at once.
+            self._reconnects = self._nc.stats["reconnects"]
+            self._open.clear()
+            self._owed = 0
         for number, (owed, give_up) in list(self._open.items()):
             if give_up < now:  # its end never came: lost with a connection; ask again
                 del self._open[number]

@@ -117,9 +117,12 @@ def test_deliveries_are_read_from_both_forms_of_the_ack_subject() -> None:
 
 def test_a_request_that_ends_normally_is_not_a_failure_but_a_deleted_consumer_is() -> None:
     puller = _puller()
-    for status in (b"404 No Messages", b"408 Request Timeout", b"409 Batch Completed", b"100 Idle Heartbeat"):
+    ends = [b"404 No Messages", b"408 Request Timeout", b"409 Batch Completed", b"100 Idle Heartbeat"]
+    ends += [b"409 Message Size Exceeds MaxBytes", b"409 Leadership Change", b"409 Server Shutdown"]
+    for status in ends:
         puller._on_message(b"_INBOX.x.1", b"", b"", b"NATS/1.0 " + status + b"\r\n\r\n")
-    puller._on_message(b"_INBOX.x.1", b"", b"", b"NATS/1.0 409 Message Size Exceeds MaxBytes\r\n\r\n")
     assert puller._failure is None and not puller._ready
-    puller._on_message(b"_INBOX.x.2", b"", b"", b"NATS/1.0 409 Consumer Deleted\r\n\r\n")
-    assert isinstance(puller._failure, ConnectionError)
+    for gone in (b"409 Consumer Deleted", b"503"):
+        puller = _puller()
+        puller._on_message(b"_INBOX.x.2", b"", b"", b"NATS/1.0 " + gone + b"\r\n\r\n")
+        assert isinstance(puller._failure, ConnectionError)
