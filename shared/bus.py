@@ -683,43 +683,46 @@ class Puller:
 
     def _on_message(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         # Runs for every message read: kept to a handful of operations.
-        status = None if data else _status_of(data, headers)
-        if status is None:
-            # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or
-            # the newer form with two more tokens (domain, account hash) before the stream and a
-            # random one at the end.
-            tokens = reply.split(b".")
-            at = 4 if len(tokens) == 9 else 6
-            self._ready.append(
-                Delivery(
-                    int(tokens[at + 1]),
-                    data,
-                    subject.decode(),
-                    int(tokens[at]),
-                    reply.decode(),
-                    int(tokens[at + 2]),
-                    int(tokens[at + 4]),
+        try:
+            status = None if data else _status_of(data, headers)
+            if status is None:
+                # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>, or
+                # the newer form with two more tokens (domain, account hash) before the stream and a
+                # random one at the end.
+                tokens = reply.split(b".")
+                at = 4 if len(tokens) == 9 else 6
+                self._ready.append(
+                    Delivery(
+                        int(tokens[at + 1]),
+                        data,
+                        subject.decode(),
+                        int(tokens[at]),
+                        reply.decode(),
+                        int(tokens[at + 2]),
+                        int(tokens[at + 4]),
+                    )
                 )
-            )
-            if self._open:
-                self._owed -= 1
-                number = next(iter(self._open))
-                owed = self._open[number]
-                owed[0] -= 1
-                if owed[0] <= 0:
-                    del self._open[number]
-        elif status != b"100":
-            number = int(subject.rsplit(b".", 1)[1] or 0)
-            closed = self._open.pop(number, None)
-            if closed is not None:
-                self._owed -= int(closed[0])
-            if status not in _REQUEST_DONE or any(gone in (headers or b"") for gone in _CONSUMER_GONE):
-                self._failure = ConnectionError(
-                    f"the consumer ended a pull request: {(headers or b'').decode(errors='replace').strip()}"
-                )
-        else:
-            return
-        self._arrived.set()
+                if self._open:
+                    self._owed -= 1
+                    number = next(iter(self._open))
+                    owed = self._open[number]
+                    owed[0] -= 1
+                    if owed[0] <= 0:
+                        del self._open[number]
+            elif status != b"100":
+                number = int(subject.rsplit(b".", 1)[1] or 0)
+                closed = self._open.pop(number, None)
+                if closed is not None:
+                    self._owed -= int(closed[0])
+                if status not in _REQUEST_DONE or any(gone in (headers or b"") for gone in _CONSUMER_GONE):
+                    said = (headers or b"").decode(errors="replace").strip()
+                    self._failure = ConnectionError(f"the consumer ended a pull request: {said}")
+            else:
+                return
+            self._arrived.set()
+        except (IndexError, ValueError):  # neither a delivery nor a status: nothing a server sends
+            self._failure = ConnectionError(f"an unexpected message on a pull inbox: {subject!r} {reply!r}")
+            self._arrived.set()
 
     async def _top_up(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -750,8 +753,10 @@ class Puller:
         while not self._ready:
             if self._failure is not None:
                 raise self._failure
-            await self._top_up()
             self._arrived.clear()
+            await self._top_up()
+            if self._ready or self._failure is not None:
+                continue
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 return []

@@ -126,3 +126,9 @@ def test_a_request_that_ends_normally_is_not_a_failure_but_a_deleted_consumer_is
         puller = _puller()
         puller._on_message(b"_INBOX.x.2", b"", b"", b"NATS/1.0 " + gone + b"\r\n\r\n")
         assert isinstance(puller._failure, ConnectionError)
+
+
+def test_a_message_that_is_neither_a_delivery_nor_a_status_fails_the_read_not_the_connection() -> None:
+    puller = _puller()
+    puller._on_message(b"_INBOX.x.1", b"", b"stray", None)
+    assert isinstance(puller._failure, ConnectionError) and not puller._ready
