@@ -44,7 +44,7 @@ deploy-check: install
 	$(PY) -m pytest -q tests/deploy
 
 bench: install
-	$(PY) -m bench.run --out bench/results.json
+	$(PY) -m bench.run --out bench/results.json $(if $(ONLY),--only $(ONLY))
 
 docs: install
 	$(VENV)/bin/usagehub schema --markdown > docs/events.md
