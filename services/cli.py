@@ -10,6 +10,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from services.local.running import reach_running
 from shared.bus import BusRefused
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings, require_servers
@@ -21,8 +22,14 @@ if TYPE_CHECKING:
 def _servers(settings: Settings) -> Settings:
     missing = require_servers(settings)
     if missing:
-        raise SettingsError("; ".join(missing))
+        raise SettingsError("; ".join(missing) + _NOTHING_RUNNING)
     return settings
+
+
+_NOTHING_RUNNING = (
+    " (no `usagehub up` runs from the data dir USAGEHUB_DATA_DIR, default .usagehub; start one with"
+    " `make up`, or name the servers in the environment)"
+)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -97,7 +104,7 @@ async def _links_add(settings: Settings, name: str, url: str, description: str) 
     from shared.logging import new_request_id
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     cmd = CreateLink(name=name, url=url, description=description, request_id=new_request_id())
     nc = await connect(settings, "usagehub-cli")
     try:
@@ -128,7 +135,7 @@ async def _ask_ingest(settings: Settings, cmd: Any) -> Reply | None:
     from shared.commands import encoder, reply_decoder
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     nc = await connect(settings, "usagehub-cli")
     try:
         msg = await nc.request(
@@ -215,7 +222,7 @@ async def _import_git(
     from shared.bus import connect
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     nc = await connect(settings, "usagehub-import")
     try:
         progress = Progress(sys.stderr, progress_wanted(bar), "commits")
@@ -239,7 +246,7 @@ async def _import_directory(settings: Settings, path: str) -> int:
     from shared.bus import connect
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     try:
         cmd = read_directory_file(Path(path))
     except ValueError as exc:
@@ -323,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"usagehub: {exc}", file=sys.stderr)
                 return 2
             return 0
+        # Where the environment names no servers, those of the `usagehub up` running from the data
+        # dir, as the NATS user whose rights the command needs.
+        settings = reach_running(settings, "projector" if args.command == "rebuild" else "gateway")
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
         if args.command in ("orgs", "keys", "principals"):

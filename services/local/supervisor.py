@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from services.local.running import RunningSystem, remove_running, write_running
 from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.logging import get_logger, redact_url
 from shared.settings import Settings
@@ -212,6 +213,22 @@ def _migrate(database_url: str) -> None:
     asyncio.run(run())
 
 
+def _announce_when_ready(http_url: str, stopping: Callable[[], bool]) -> None:
+    """ "usagehub is up at …" once the gateway's /readyz says so, not when the processes start."""
+    import urllib.error
+    import urllib.request
+
+    while not stopping():
+        try:
+            with urllib.request.urlopen(http_url + "readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    log.info(f"usagehub is up at {http_url}", url=http_url)
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.5)
+
+
 def up(settings: Settings) -> int:
     stopping = False
 
@@ -260,10 +277,23 @@ def up(settings: Settings) -> int:
             children.append(_service(service, child_env))
         for child in children:
             child.start()
-        log.info("usagehub is up", url=f"http://{settings.http_host}:{settings.http_port}/")
+        http_url = f"http://{settings.http_host}:{settings.http_port}/"
+        running = RunningSystem(
+            pid=os.getpid(),
+            http_url=http_url,
+            nats_url=nats_url,
+            database_url=database_url,
+            password_files={u: str(f) for u, f in servers["nats"].password_files.items()}
+            if "nats" in servers
+            else {},
+        )
+        log.info("running system written for usagehub commands", path=str(write_running(data_dir, running)))
+        threading.Thread(target=_announce_when_ready, args=(http_url, lambda: stopping), daemon=True).start()
         supervise([*embedded, *children], lambda: stopping)
         return 0
     finally:
+        with contextlib.suppress(OSError):
+            remove_running(settings.data_dir.resolve(), os.getpid())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in children:

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from services.local.servers import free_port
 
@@ -52,7 +52,7 @@ def processes_using(path: Path) -> list[str]:
     return found
 
 
-def start(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start(data: Path, port: int, stderr: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "USAGEHUB_DATA_DIR": str(data),
@@ -67,7 +67,7 @@ def start(data: Path, port: int) -> subprocess.Popen[bytes]:
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 
@@ -113,3 +113,51 @@ def test_up_runs_recovers_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     assert processes_using(data) == []
     assert again["total_beats"] == 3 and again["devices"][0]["name"] == "Laptop"
     assert again["uptime"] >= first["uptime"] + 1
+
+
+def usagehub(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A ``usagehub`` command as a newcomer types it: no server URLs or NATS user in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USAGEHUB_")}
+    env["USAGEHUB_DATA_DIR"] = str(data)
+    return subprocess.run(
+        [sys.executable, "-m", "services", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
+    data, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    refused = usagehub(data, "rebuild", "heartbeat")
+    assert refused.returncode == 2
+    assert "USAGEHUB_NATS_URL is required" in refused.stderr and "make up" in refused.stderr
+
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        up = start(data, port, sink)
+    try:
+        wait_until(lambda: call(base + "/readyz"), 90)
+        running = data / "running.json"
+        assert running.stat().st_mode & 0o777 == 0o600
+        assert json.loads(running.read_text())["http_url"] == base + "/"
+        device = call(base + "/api/devices", "POST", {"Authorization": SECRET}, b'{"name": "Laptop"}')
+        call(base + "/api/beat", "POST", {"Authorization": device["token"]})
+
+        added = usagehub(data, "links", "add", "Docs", "https://example.org/docs")
+        assert added.returncode == 0, added.stderr
+        assert json.loads(added.stdout)["name"] == "Docs"
+        rebuilt = usagehub(data, "rebuild", "heartbeat", "links")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert "rebuilt heartbeat up to stream position" in rebuilt.stdout
+        assert call(base + "/api/stats")["total_beats"] == 1
+        assert call(base + f"/api/links/{json.loads(added.stdout)['id']}")["name"] == "Docs"
+
+        # Announced once the gateway is ready, with the address to open.
+        deadline = time.monotonic() + 30
+        while f"usagehub is up at {base}/" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        announced = [line for line in log.read_text().splitlines() if "usagehub is up at" in line]
+        assert len(announced) == 1, log.read_text()[-2000:]
+    finally:
+        stop(up)
+    assert not (data / "running.json").exists()
+    assert usagehub(data, "rebuild", "heartbeat").returncode == 2
