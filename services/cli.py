@@ -264,11 +264,41 @@ async def _import_directory(settings: Settings, path: str) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("usagehub")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _status(settings: Settings, *, as_json: bool) -> int:
+    import dataclasses
+
+    from services.local.running import running_url
+    from services.system_status import gather_status, render_status
+
+    found = asyncio.run(gather_status(settings, running_url(settings)))
+    print(json.dumps(dataclasses.asdict(found), indent=2) if as_json else render_status(found), end="")
+    return 0 if found.ready else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from services.projector.projections import PROJECTIONS
 
     parser = argparse.ArgumentParser(prog="usagehub", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"usagehub {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser(
+        "status",
+        help="what runs, the address to open, each projection's position and lag",
+        description="Ask the running system (under `make up`, found through the data dir's"
+        " running.json) whether it is ready: gateway, ingest, NATS, Postgres, the streams' sizes and"
+        " each projection's position, lag and quarantined events. Exit status 0 when ready, else 1."
+        " Example: usagehub status --json | jq .readiness.projection_lag",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     sub.add_parser(
         "up", help="start everything in the foreground (embedded NATS/Postgres unless URLs are set)"
     )
@@ -333,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         # Where the environment names no servers, those of the `usagehub up` running from the data
         # dir, as the NATS user whose rights the command needs.
         settings = reach_running(settings, "projector" if args.command == "rebuild" else "gateway")
+        if args.command == "status":
+            return _status(settings, as_json=args.json)
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
         if args.command in ("orgs", "keys", "principals"):

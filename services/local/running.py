@@ -94,3 +94,11 @@ def reach_running(settings: Settings, user: str) -> Settings:
     if not settings.database_url:
         changes["database_url"] = running.database_url
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+def running_url(settings: Settings) -> str:
+    """Where the gateway of the running system answers (the configured address if none runs)."""
+    running = read_running(settings.data_dir)
+    if running is not None:
+        return running.http_url
+    return f"http://{settings.http_host}:{settings.http_port}/"

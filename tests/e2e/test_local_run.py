@@ -149,6 +149,12 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert "rebuilt heartbeat up to stream position" in rebuilt.stdout
         assert call(base + "/api/stats")["total_beats"] == 1
+        status = usagehub(data, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.startswith(f"usagehub at {base}/  ready")
+        assert "USAGEHUB_EVENTS:" in status.stdout and "heartbeat" in status.stdout
+        as_json = json.loads(usagehub(data, "status", "--json").stdout)
+        assert as_json["ready"] and as_json["readiness"]["projection_lag"]["heartbeat"] == 0
         assert call(base + f"/api/links/{json.loads(added.stdout)['id']}")["name"] == "Docs"
 
         # Announced once the gateway is ready, with the address to open.
@@ -161,3 +167,5 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
         stop(up)
     assert not (data / "running.json").exists()
     assert usagehub(data, "rebuild", "heartbeat").returncode == 2
+    down = usagehub(data, "status")
+    assert down.returncode == 1 and "NOT READY" in down.stdout and "does not answer" in down.stdout
