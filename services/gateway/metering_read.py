@@ -4,7 +4,6 @@ that answer it, and the admin listings. Callers hold one snapshot per request.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from services.gateway.metering_history import Buckets, Counters, OrgInfo, Plan
@@ -38,10 +37,15 @@ async def caller_by_key(conn: Conn, key_hash: str) -> Caller | None:
     return None if row is None or row["revoked_at"] is not None else _caller(row)
 
 
-async def caller_by_session(conn: Conn, session_hash: str, now: datetime) -> Caller | str:
-    """The session's caller, or why it cannot be used."""
+async def caller_by_session(conn: Conn, session_hash: str) -> Caller | str:
+    """The session's caller, or why it cannot be used.
+
+    Expiry is decided on the database's clock, one clock for every gateway replica: a session
+    ends at the same instant whichever replica is asked (``expires_at`` is the event's time plus
+    the session's lifetime).
+    """
     row = await conn.fetchrow(
-        "SELECT s.expires_at, c.* FROM metering_sessions s"
+        "SELECT s.expires_at, s.expires_at <= statement_timestamp() AS expired, c.* FROM metering_sessions s"
         f" JOIN ({_CALLER}) c ON c.key_id = s.key_id WHERE s.session_hash = $1",
         session_hash,
     )
@@ -49,7 +53,7 @@ async def caller_by_session(conn: Conn, session_hash: str, now: datetime) -> Cal
         return "unknown session: authenticate again with api.authenticate"
     if row["revoked_at"] is not None:
         return "the session's API key was revoked"
-    if row["expires_at"] <= now:
+    if row["expired"]:
         return f"the session expired at {row['expires_at'].isoformat()}: authenticate again"
     return _caller(row)
 

@@ -89,7 +89,7 @@ async def _snapshot(request: web.Request, *, needed: bool = True) -> AsyncIterat
 
 async def session_caller(request: web.Request, session_id: str) -> Caller | str:
     async with request.app[keys.POOL].acquire() as conn:
-        return await metering_read.caller_by_session(conn, hash_token(session_id), now())
+        return await metering_read.caller_by_session(conn, hash_token(session_id))
 
 
 async def caller_from_headers(request: web.Request) -> Caller | None:
