@@ -378,6 +378,10 @@ async def test_counters_roll_up_sub_orgs_and_show_all_needs_super_ops(
             ("acme-fr", "lighthouse", day + timedelta(hours=15, minutes=30), 8),
             ("acme-fr", "tr50", day + timedelta(days=1, hours=3), 16),  # 23:00 on the 6th in New York
             ("globex", "tr50", day + timedelta(hours=13), 32),
+            # In the same months as the range, outside it: day counters are read as month rows, and
+            # these must neither count nor give their service an array.
+            ("acme", "media-usage", day - timedelta(days=3), 64),
+            ("acme-fr", "media-usage", day + timedelta(days=20), 128),
         ],
     )
     span = {"start": "2024-05-06T00:00:00-04:00", "end": "2024-05-08T00:00:00-04:00", "series": "day"}

@@ -19,6 +19,7 @@ from services.gateway.metering_history import (
     OrgInfo,
     Plan,
     day_buckets,
+    day_start,
     history_answer,
     hour_buckets,
     needs_scope,
@@ -26,7 +27,7 @@ from services.gateway.metering_history import (
     parse_history,
     plan_reads,
 )
-from services.projector.api_calls import local_day, quarter_start
+from services.projector.api_calls import by_month, local_day, quarter_start
 
 NOW = datetime(2024, 3, 10, 15, 20, 5, tzinfo=UTC)
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
@@ -368,3 +369,52 @@ def test_total_is_always_the_sum_of_every_counter(
     )
     assert answer["total"] == sum(map(sum, rows)) == sum(n for *_, n in cells)
     assert all(len(r) == len(answer["ts"]) == 5 for r in rows)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["UTC", "America/New_York", "Pacific/Apia", "Europe/Paris"]),
+    st.dates(min_value=date(2011, 10, 1), max_value=date(2012, 3, 1)),
+    st.integers(min_value=1, max_value=100),
+    st.dictionaries(
+        st.tuples(
+            st.sampled_from(["acme", "acme-eu"]), st.sampled_from(["tr50", "heartbeat"]), st.integers(0, 160)
+        ),
+        st.integers(min_value=1, max_value=1000),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_month_rows_land_in_the_day_buckets_their_days_would(
+    zone_name: str, first: date, length: int, day_calls: dict[tuple[str, str, int], int], by_org: bool
+) -> None:
+    """The gateway reads day counters as month rows (a cell per day): whatever the range (within a
+    month, over several, across Samoa's skipped 30 December 2011), each call lands in the bucket of
+    its day, and a service with no call in the range has no row."""
+    zone = zoneinfo.ZoneInfo(zone_name)
+    start = day_start(first, zone)
+    b = day_buckets(start, start + timedelta(days=length), zone)
+    origin = date(2011, 9, 1)
+    days = {(org, origin + timedelta(days=d), service): n for (org, service, d), n in day_calls.items()}
+    expected = Counters(len(b.starts), by_org)
+    for (org, day, service), n in days.items():
+        if day in b.days:
+            expected.add(org, service, b.days.index(day), n)
+    position = {(day - b.days[0]).days: i for i, day in enumerate(b.days)}
+    every_date = len(position) == (b.days[-1] - b.days[0]).days + 1
+    got = Counters(len(b.starts), by_org)
+    for (org, month, service), cells in by_month(days, 1).items():
+        got.add_month(org, service, (month - b.days[0]).days, cells, None if every_date else position)
+    assert got.cells == expected.cells
+
+
+def test_month_rows_hold_each_day_in_its_own_cell() -> None:
+    increments = {
+        ("acme", date(2024, 2, 29), "tr50"): 3,
+        ("acme", date(2024, 2, 1), "tr50"): 1,
+        ("acme", date(2024, 3, 31), "tr50"): 5,
+    }
+    months = by_month(increments, 1)
+    assert set(months) == {("acme", date(2024, 2, 1), "tr50"), ("acme", date(2024, 3, 1), "tr50")}
+    assert months["acme", date(2024, 2, 1), "tr50"] == [1] + [0] * 27 + [3, 0, 0]
+    assert months["acme", date(2024, 3, 1), "tr50"] == [0] * 30 + [5]
