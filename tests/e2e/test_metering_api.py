@@ -505,6 +505,10 @@ async def test_the_gateway_counts_its_own_calls_per_org_and_service(client: Clie
         assert (await client.get("/api/stats", headers={"X-Api-Key": acme})).status == 200
     assert (await client.get("/api/links", headers={"X-Api-Key": acme})).status == 200
     assert (await client.get("/api/links/9", headers={"X-Api-Key": acme})).status == 404  # still a call
+    # Every API family under its own service name: media usages and the Stackalytics API too.
+    assert (await client.get("/usages/media/m-1", headers={"X-Api-Key": acme})).status in (200, 404)
+    resp = await client.get("/api/1.0/stats/modules", headers={"X-Api-Key": acme})
+    assert resp.status == 200
     assert (
         await client.get("/api/stats", headers={"X-Session-Id": session["params"]["sessionId"]})
     ).status == 200
@@ -515,17 +519,24 @@ async def test_the_gateway_counts_its_own_calls_per_org_and_service(client: Clie
     assert (await client.get("/api/stats")).status == 200
     assert (await client.get("/api/stats", headers={"X-Api-Key": "wrong"})).status == 401
     assert (await client.get("/healthz", headers={"X-Api-Key": acme})).status == 200
-    # acme: 3 heartbeat, 2 lighthouse, 2 tr50; globex: authenticate + REST + 1 heartbeat (session).
-    answer = await counted(client, ops, 10)
+    # acme: 3 heartbeat, 2 lighthouse, 1 media-usage, 1 stackalytics, 2 tr50; globex: authenticate +
+    # REST + 1 heartbeat (session).
+    answer = await counted(client, ops, 12)
     await asyncio.sleep(1.5)  # anything counted twice would show now
-    answer = await counted(client, ops, 10)
+    answer = await counted(client, ops, 12)
     this_hour = {
         org: {svc: sum(row) for svc, row in services.items()} for org, services in answer["counters"].items()
     }
     # The history reads above were made with the ops key (an acme key): they count too.
     ops_reads = this_hour["acme"]["tr50"] - 2
     assert this_hour == {
-        "acme": {"heartbeat": 3, "lighthouse": 2, "tr50": 2 + ops_reads},
+        "acme": {
+            "heartbeat": 3,
+            "lighthouse": 2,
+            "media-usage": 1,
+            "stackalytics": 1,
+            "tr50": 2 + ops_reads,
+        },
         "globex": {"heartbeat": 1, "tr50": 2},
     }
     assert ops_reads >= 2

@@ -18,6 +18,7 @@ from services.gateway.metering_history import (
     HistoryQuery,
     OrgInfo,
     Plan,
+    buckets_for,
     day_buckets,
     day_start,
     history_answer,
@@ -418,3 +419,65 @@ def test_month_rows_hold_each_day_in_its_own_cell() -> None:
     assert set(months) == {("acme", date(2024, 2, 1), "tr50"), ("acme", date(2024, 3, 1), "tr50")}
     assert months["acme", date(2024, 2, 1), "tr50"] == [1] + [0] * 27 + [3, 0, 0]
     assert months["acme", date(2024, 3, 1), "tr50"] == [0] * 30 + [5]
+
+
+# Values a client might send for any parameter: well-formed ones, near misses and nonsense.
+_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "24h",
+            "0s",
+            "999999999d",
+            "7d",
+            "15m",
+            "30s",
+            "1w",
+            "",
+            "hour",
+            "day",
+            "minute",
+            "org",
+            "2014-03-27T00:00:00.000-05:00",
+            "2014-03-28T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "9999-12-31T23:59:59+14:00",
+            "0001-01-01T00:00:00-12:00",
+            "2014-03-27",
+            "2014-03-27T00:00:00",
+        ]
+    ),
+    st.text(max_size=40),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["start", "end", "last", "series", "includeSubOrgs", "showAll", "dimension", "limit"]
+        ),
+        _VALUES,
+        max_size=7,
+    ),
+    st.sampled_from(ZONES),
+)
+def test_no_parameters_whatever_their_values_give_anything_but_an_answer_or_a_refusal(
+    params: dict[str, Any], zone_name: str
+) -> None:
+    """Never a 5xx: every parameter set either is a query whose buckets can be made, or a 400."""
+    try:
+        query = parse_history(params, NOW)
+        buckets_for(query, zoneinfo.ZoneInfo(zone_name))
+    except HistoryError as refused:
+        assert refused.code == 400 and refused.message
+    try:  # the same through the REST twin's query string
+        query = parse_history(params_from_query((k, str(v)) for k, v in params.items()), NOW)
+        buckets_for(query, zoneinfo.ZoneInfo(zone_name))
+    except HistoryError as refused:
+        assert refused.code == 400 and refused.message
