@@ -12,6 +12,7 @@ import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from services.gateway import keys, metering_read
@@ -181,7 +182,13 @@ async def history(request: web.Request) -> web.Response:
         answer = await run_history(request, caller, params_from_query(request.query.items()))
     except HistoryError as exc:
         raise http_error(exc.code, exc.message) from None
-    return web.json_response(answer)
+    return json_answer(answer)
+
+
+def json_answer(document: dict[str, Any]) -> web.Response:
+    """A history answer as JSON: a year of days by org is tens of thousands of numbers, which
+    msgspec encodes several times faster than the standard library."""
+    return web.Response(body=msgspec.json.encode(document), content_type="application/json")
 
 
 # --- TR50 -------------------------------------------------------------------------------------
@@ -329,7 +336,7 @@ async def tr50(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     replies = {cid: await run_command(request, envelope, entry) for cid, entry in body.items()}
-    return web.json_response(replies)
+    return json_answer(replies)
 
 
 # --- admin ------------------------------------------------------------------------------------
