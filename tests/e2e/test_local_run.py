@@ -157,6 +157,30 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
         assert as_json["ready"] and as_json["readiness"]["projection_lag"]["heartbeat"] == 0
         assert call(base + f"/api/links/{json.loads(added.stdout)['id']}")["name"] == "Docs"
 
+        # A second `up` on the same data dir, or on the same port, is one clear line, not tracebacks.
+        again = subprocess.run(
+            [sys.executable, "-m", "services", "up"],
+            env={**os.environ, "USAGEHUB_DATA_DIR": str(data), "USAGEHUB_HTTP_PORT": str(free_port())},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 1
+        assert again.stderr.strip().splitlines() == [
+            f"usagehub: the data dir {data} is in use by another usagehub up (pid {up.pid}, {base}/);"
+            " stop it first, or give this one its own USAGEHUB_DATA_DIR"
+        ]
+        elsewhere = subprocess.run(
+            [sys.executable, "-m", "services", "up"],
+            env={**os.environ, "USAGEHUB_DATA_DIR": str(tmp_path / "other"), "USAGEHUB_HTTP_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert elsewhere.returncode == 1
+        assert len(elsewhere.stderr.strip().splitlines()) == 1
+        assert elsewhere.stderr.startswith(f"usagehub: cannot listen on 127.0.0.1:{port} (")
+
         # Announced once the gateway is ready, with the address to open.
         deadline = time.monotonic() + 30
         while f"usagehub is up at {base}/" not in log.read_text() and time.monotonic() < deadline:
@@ -169,3 +193,27 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
     assert usagehub(data, "rebuild", "heartbeat").returncode == 2
     down = usagehub(data, "status")
     assert down.returncode == 1 and "NOT READY" in down.stdout and "does not answer" in down.stdout
+
+
+def test_an_unset_admin_secret_is_one_warning_saying_what_it_turns_off(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USAGEHUB_")}
+    env.update(USAGEHUB_DATA_DIR=str(tmp_path / "data"), USAGEHUB_HTTP_PORT=str(free_port()))
+    env["USAGEHUB_LOG_FORMAT"] = "json"
+    log = tmp_path / "up.log"
+    with log.open("wb") as sink:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "services", "up"],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "USAGEHUB_SECRET_KEY is not set" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop(up)
+    warnings = [json.loads(line) for line in log.read_text().splitlines() if "SECRET_KEY" in line]
+    assert len(warnings) == 1 and warnings[0]["level"] == "warning"
+    assert "the admin routes are off" in warnings[0]["event"] and "openssl rand" in warnings[0]["event"]
