@@ -188,6 +188,42 @@ async def _metering(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _devices(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a device, or give one a new token, through ingest; prints the device and its token
+    as JSON (the token is shown here only: like the gateway, only its hash goes to ingest)."""
+    from shared.commands import RegenerateDeviceToken, RegisterDevice
+    from shared.logging import new_request_id
+    from shared.secrets import hash_token, new_token
+
+    token = new_token()
+    cmd: Any
+    if args.action == "add":
+        cmd = RegisterDevice(name=args.name, token_hash=hash_token(token), request_id=new_request_id())
+    else:
+        cmd = RegenerateDeviceToken(
+            device_id=args.device_id, token_hash=hash_token(token), request_id=new_request_id()
+        )
+    reply = await _ask_ingest(settings, cmd)
+    if reply is None:
+        return 1
+    print(json.dumps({**reply.result, "token": token}))
+    return 0
+
+
+def _device_parsers(sub: Any) -> None:
+    devices = sub.add_parser(
+        "devices",
+        help="heartbeat: register devices and renew their tokens",
+        description="Example: TOKEN=$(usagehub devices add Laptop | jq -r .token)",
+    ).add_subparsers(dest="action", required=True)
+    devices.add_parser("add", help="register a device; prints it with its token (shown once)").add_argument(
+        "name"
+    )
+    devices.add_parser("token", help="give a device a new token (the old one stops working)").add_argument(
+        "device_id", type=int
+    )
+
+
 def _metering_parsers(sub: Any) -> None:
     orgs = sub.add_parser("orgs", help="metering: create organisations").add_subparsers(
         dest="action", required=True
@@ -320,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     links_add.add_argument("name")
     links_add.add_argument("url")
     links_add.add_argument("--description", default="")
+    _device_parsers(sub)
     _metering_parsers(sub)
     imports = sub.add_parser("import", help="import contribution records (Stackalytics API)")
     imports_sub = imports.add_subparsers(dest="import_command", required=True)
@@ -367,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             return _status(settings, as_json=args.json)
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
+        if args.command == "devices":
+            return asyncio.run(_devices(settings, args))
         if args.command in ("orgs", "keys", "principals"):
             return asyncio.run(_metering(settings, args))
         if args.command == "import" and args.import_command == "git":

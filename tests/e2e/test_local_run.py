@@ -145,10 +145,22 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
         added = usagehub(data, "links", "add", "Docs", "https://example.org/docs")
         assert added.returncode == 0, added.stderr
         assert json.loads(added.stdout)["name"] == "Docs"
+        printer = usagehub(data, "devices", "add", "Printer")
+        assert printer.returncode == 0, printer.stderr
+        first_token = json.loads(printer.stdout)["token"]
+        call(base + "/api/beat", "POST", {"Authorization": first_token})
+        renewed = usagehub(data, "devices", "token", str(json.loads(printer.stdout)["id"]))
+        assert renewed.returncode == 0, renewed.stderr
+        call(base + "/api/beat", "POST", {"Authorization": json.loads(renewed.stdout)["token"]})
+        try:
+            call(base + "/api/beat", "POST", {"Authorization": first_token})
+            raise AssertionError("the replaced token still beats")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
         rebuilt = usagehub(data, "rebuild", "heartbeat", "links")
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert "rebuilt heartbeat up to stream position" in rebuilt.stdout
-        assert call(base + "/api/stats")["total_beats"] == 1
+        assert call(base + "/api/stats")["total_beats"] == 3
         status = usagehub(data, "status")
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.startswith(f"usagehub at {base}/  ready")
