@@ -323,7 +323,22 @@ def _status(settings: Settings, *, as_json: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     from services.projector.projections import PROJECTIONS
 
-    parser = argparse.ArgumentParser(prog="usagehub", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="usagehub",
+        description="Run usagehub and administer it: every API's admin operations, rebuilds of the"
+        " read models, the quarantine. While `usagehub up` (make up) runs, the other commands find it"
+        " through the data dir; otherwise they use USAGEHUB_NATS_URL and USAGEHUB_DATABASE_URL.",
+        epilog="Examples:\n"
+        "  usagehub up                                 start everything here (embedded NATS and Postgres)\n"
+        "  usagehub status                             is it ready? where to open it? how far behind?\n"
+        "  TOKEN=$(usagehub devices add Laptop | jq -r .token)\n"
+        "  usagehub links add Docs https://example.org/docs\n"
+        "  usagehub orgs add acme --name Acme --time-zone Europe/Paris\n"
+        "  usagehub import git ~/src/project --module project\n"
+        "  usagehub rebuild heartbeat                  replay a read model from the event log\n"
+        "Each command has its own --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"usagehub {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser(
