@@ -2,20 +2,30 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# `make up` installs only what running needs; `make test` adds the test, lint, type and deploy tools.
+CKSUM := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUN_STAMP := $(VENV)/.installed-run-$(CKSUM)
+STAMP := $(VENV)/.installed-dev-$(CKSUM)
 
-.PHONY: install up test lint typecheck unit integration e2e cluster deploy-check bench docs clean
+.PHONY: install install-run up test lint typecheck unit integration e2e cluster deploy-check bench docs clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+install-run: $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is required"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	rm -f $(VENV)/.installed-*
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	rm -f $(VENV)/.installed-run-*
 	touch $@
 
-up: install
+$(STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-dev-*
+	touch $@
+
+up: install-run
 	$(VENV)/bin/usagehub up
 
 lint: install
@@ -44,7 +54,7 @@ deploy-check: install
 	$(PY) -m pytest -q tests/deploy
 
 bench: install
-	$(PY) -m bench.run --out bench/results.json
+	$(PY) -m bench.run --out bench/results.json $(if $(ONLY),--only $(ONLY))
 
 docs: install
 	$(VENV)/bin/usagehub schema --markdown > docs/events.md

@@ -933,6 +933,10 @@ def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str,
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
 
 
+# What `--only` can pick; in this order they run.
+SECTIONS = ("beats", "appends", "links", "media", "catch_up", "metering", "contributions", "cluster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench/results.json")
@@ -940,69 +944,91 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--metering-events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default all): {', '.join(SECTIONS)}",
+    )
     args = parser.parse_args()
-    n, c = args.requests, args.concurrency
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    n, c, rounds = args.requests, args.concurrency, args.rounds
     results: dict[str, Any] = {
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "settings": {"requests_per_round": n, "concurrency": c, "rounds": args.rounds},
+        "settings": {"requests_per_round": n, "concurrency": c, "rounds": rounds, "sections": only},
     }
+    # The baseline always runs: every rate below is read next to it, measured in the same run.
     with baseline() as base:
         results["baseline_aiohttp_posts_per_s"] = median_of(
-            args.rounds, lambda: hammer(base, "/api/beat", n, c, lambda i: {})
+            rounds, lambda: hammer(base, "/api/beat", n, c, lambda i: {})
         )
     data = Path(tempfile.mkdtemp(prefix="usagehub-bench-"))
     try:
         with usagehub(data) as (base, nats, database_url):
             tokens = asyncio.run(register(base, 8))
-            results["beats_per_s_http"] = median_of(
-                args.rounds,
-                lambda: hammer(
-                    base, "/api/beat", n, c, lambda i: {"headers": {"Authorization": tokens[i % 8]}}
-                ),
-            )
-            results["appends_per_s_single_writer"] = median_of(
-                args.rounds, lambda: append_rate(nats, 1, 1000)
-            )
-            results["appends_per_s_64_writers_shared"] = median_of(
-                args.rounds, lambda: append_rate(nats, 64, 20_000)
-            )
-            link_id = asyncio.run(create_link(base))
-            results["link_usage_posts_per_s_http"] = median_of(
-                args.rounds,
-                lambda: hammer(
-                    base, f"/api/links/{link_id}/usage", n, c, lambda i: {"data": {"user": f"u{i % 50}"}}
-                ),
-            )
-            results["media_usage"] = media_usage(base, nats, database_url, args.rounds, n, c)
-            results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats, database_url))
-            results["projection_lag_at_5000_events_per_s"] = asyncio.run(projection_lag(nats))
-            # After the catch-up rates: its rebuild of every projection should not replay these.
-            results["metering"] = asyncio.run(
-                metering_figures(base, nats, database_url, args.metering_events)
-            )
-            results["contributions"] = asyncio.run(contributions_bench(base, nats, database_url))
-            cluster_pg = start_postgres(data / "cluster-postgres")
-            try:
-                results["beats_per_s_http_3_node_cluster_and_single_node"] = asyncio.run(
-                    cluster_and_single_beat_rates(
-                        base, tokens, data / "cluster", cluster_pg.url, args.rounds, n, c
-                    )
+            if "beats" in only:
+                results["beats_per_s_http"] = median_of(
+                    rounds,
+                    lambda: hammer(
+                        base, "/api/beat", n, c, lambda i: {"headers": {"Authorization": tokens[i % 8]}}
+                    ),
                 )
-            finally:
-                cluster_pg.stop()
+            if "appends" in only:
+                results["appends_per_s_single_writer"] = median_of(rounds, lambda: append_rate(nats, 1, 1000))
+                results["appends_per_s_64_writers_shared"] = median_of(
+                    rounds, lambda: append_rate(nats, 64, 20_000)
+                )
+            if "links" in only:
+                link_id = asyncio.run(create_link(base))
+                results["link_usage_posts_per_s_http"] = median_of(
+                    rounds,
+                    lambda: hammer(
+                        base,
+                        f"/api/links/{link_id}/usage",
+                        n,
+                        c,
+                        lambda i: {"data": {"user": f"u{i % 50}"}},
+                    ),
+                )
+            if "media" in only:
+                results["media_usage"] = media_usage(base, nats, database_url, rounds, n, c)
+            if "catch_up" in only:
+                results["projection_catch_up_events_per_s"] = asyncio.run(catch_up_rates(nats, database_url))
+                results["projection_lag_at_5000_events_per_s"] = asyncio.run(projection_lag(nats))
+            # After the catch-up rates: its rebuild of every projection should not replay these.
+            if "metering" in only:
+                results["metering"] = asyncio.run(
+                    metering_figures(base, nats, database_url, args.metering_events)
+                )
+            if "contributions" in only:
+                results["contributions"] = asyncio.run(contributions_bench(base, nats, database_url))
+            if "cluster" in only:
+                cluster_pg = start_postgres(data / "cluster-postgres")
+                try:
+                    results["beats_per_s_http_3_node_cluster_and_single_node"] = asyncio.run(
+                        cluster_and_single_beat_rates(
+                            base, tokens, data / "cluster", cluster_pg.url, rounds, n, c
+                        )
+                    )
+                finally:
+                    cluster_pg.stop()
     finally:
         shutil.rmtree(data, ignore_errors=True)
     base_rate = results["baseline_aiohttp_posts_per_s"]["median"]
-    results["ratio_beats_to_baseline"] = round(results["beats_per_s_http"]["median"] / base_rate, 3)
-    results["ratio_shared_appends_to_single_writer"] = round(
-        results["appends_per_s_64_writers_shared"]["median"]
-        / results["appends_per_s_single_writer"]["median"],
-        2,
-    )
+    if "beats" in only:
+        results["ratio_beats_to_baseline"] = round(results["beats_per_s_http"]["median"] / base_rate, 3)
+    if "appends" in only:
+        results["ratio_shared_appends_to_single_writer"] = round(
+            results["appends_per_s_64_writers_shared"]["median"]
+            / results["appends_per_s_single_writer"]["median"],
+            2,
+        )
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

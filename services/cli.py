@@ -10,6 +10,7 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from services.local.running import reach_running
 from shared.bus import BusRefused
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings, require_servers
@@ -21,8 +22,14 @@ if TYPE_CHECKING:
 def _servers(settings: Settings) -> Settings:
     missing = require_servers(settings)
     if missing:
-        raise SettingsError("; ".join(missing))
+        raise SettingsError("; ".join(missing) + _NOTHING_RUNNING)
     return settings
+
+
+_NOTHING_RUNNING = (
+    " (no `usagehub up` runs from the data dir USAGEHUB_DATA_DIR, default .usagehub; start one with"
+    " `make up`, or name the servers in the environment)"
+)
 
 
 async def _migrate(settings: Settings) -> None:
@@ -97,7 +104,7 @@ async def _links_add(settings: Settings, name: str, url: str, description: str) 
     from shared.logging import new_request_id
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     cmd = CreateLink(name=name, url=url, description=description, request_id=new_request_id())
     nc = await connect(settings, "usagehub-cli")
     try:
@@ -128,7 +135,7 @@ async def _ask_ingest(settings: Settings, cmd: Any) -> Reply | None:
     from shared.commands import encoder, reply_decoder
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     nc = await connect(settings, "usagehub-cli")
     try:
         msg = await nc.request(
@@ -181,6 +188,42 @@ async def _metering(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _devices(settings: Settings, args: argparse.Namespace) -> int:
+    """Register a device, or give one a new token, through ingest; prints the device and its token
+    as JSON (the token is shown here only: like the gateway, only its hash goes to ingest)."""
+    from shared.commands import RegenerateDeviceToken, RegisterDevice
+    from shared.logging import new_request_id
+    from shared.secrets import hash_token, new_token
+
+    token = new_token()
+    cmd: Any
+    if args.action == "add":
+        cmd = RegisterDevice(name=args.name, token_hash=hash_token(token), request_id=new_request_id())
+    else:
+        cmd = RegenerateDeviceToken(
+            device_id=args.device_id, token_hash=hash_token(token), request_id=new_request_id()
+        )
+    reply = await _ask_ingest(settings, cmd)
+    if reply is None:
+        return 1
+    print(json.dumps({**reply.result, "token": token}))
+    return 0
+
+
+def _device_parsers(sub: Any) -> None:
+    devices = sub.add_parser(
+        "devices",
+        help="heartbeat: register devices and renew their tokens",
+        description="Example: TOKEN=$(usagehub devices add Laptop | jq -r .token)",
+    ).add_subparsers(dest="action", required=True)
+    devices.add_parser("add", help="register a device; prints it with its token (shown once)").add_argument(
+        "name"
+    )
+    devices.add_parser("token", help="give a device a new token (the old one stops working)").add_argument(
+        "device_id", type=int
+    )
+
+
 def _metering_parsers(sub: Any) -> None:
     orgs = sub.add_parser("orgs", help="metering: create organisations").add_subparsers(
         dest="action", required=True
@@ -215,7 +258,7 @@ async def _import_git(
     from shared.bus import connect
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     nc = await connect(settings, "usagehub-import")
     try:
         progress = Progress(sys.stderr, progress_wanted(bar), "commits")
@@ -239,7 +282,7 @@ async def _import_directory(settings: Settings, path: str) -> int:
     from shared.bus import connect
 
     if not settings.nats_url:
-        raise SettingsError("USAGEHUB_NATS_URL is required")
+        raise SettingsError("USAGEHUB_NATS_URL is required" + _NOTHING_RUNNING)
     try:
         cmd = read_directory_file(Path(path))
     except ValueError as exc:
@@ -257,11 +300,56 @@ async def _import_directory(settings: Settings, path: str) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("usagehub")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _status(settings: Settings, *, as_json: bool) -> int:
+    import dataclasses
+
+    from services.local.running import running_url
+    from services.system_status import gather_status, render_status
+
+    found = asyncio.run(gather_status(settings, running_url(settings)))
+    print(json.dumps(dataclasses.asdict(found), indent=2) if as_json else render_status(found), end="")
+    return 0 if found.ready else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from services.projector.projections import PROJECTIONS
 
-    parser = argparse.ArgumentParser(prog="usagehub", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="usagehub",
+        description="Run usagehub and administer it: every API's admin operations, rebuilds of the"
+        " read models, the quarantine. While `usagehub up` (make up) runs, the other commands find it"
+        " through the data dir; otherwise they use USAGEHUB_NATS_URL and USAGEHUB_DATABASE_URL.",
+        epilog="Examples:\n"
+        "  usagehub up                                 start everything here (embedded NATS and Postgres)\n"
+        "  usagehub status                             is it ready? where to open it? how far behind?\n"
+        "  TOKEN=$(usagehub devices add Laptop | jq -r .token)\n"
+        "  usagehub links add Docs https://example.org/docs\n"
+        "  usagehub orgs add acme --name Acme --time-zone Europe/Paris\n"
+        "  usagehub import git ~/src/project --module project\n"
+        "  usagehub rebuild heartbeat                  replay a read model from the event log\n"
+        "Each command has its own --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"usagehub {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser(
+        "status",
+        help="what runs, the address to open, each projection's position and lag",
+        description="Ask the running system (under `make up`, found through the data dir's"
+        " running.json) whether it is ready: gateway, ingest, NATS, Postgres, the streams' sizes and"
+        " each projection's position, lag and quarantined events. Exit status 0 when ready, else 1."
+        " Example: usagehub status --json | jq .readiness.projection_lag",
+    )
+    status.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     sub.add_parser(
         "up", help="start everything in the foreground (embedded NATS/Postgres unless URLs are set)"
     )
@@ -283,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     links_add.add_argument("name")
     links_add.add_argument("url")
     links_add.add_argument("--description", default="")
+    _device_parsers(sub)
     _metering_parsers(sub)
     imports = sub.add_parser("import", help="import contribution records (Stackalytics API)")
     imports_sub = imports.add_subparsers(dest="import_command", required=True)
@@ -323,8 +412,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"usagehub: {exc}", file=sys.stderr)
                 return 2
             return 0
+        # Where the environment names no servers, those of the `usagehub up` running from the data
+        # dir, as the NATS user whose rights the command needs.
+        settings = reach_running(settings, "projector" if args.command == "rebuild" else "gateway")
+        if args.command == "status":
+            return _status(settings, as_json=args.json)
         if args.command == "links":
             return asyncio.run(_links_add(settings, args.name, args.url, args.description))
+        if args.command == "devices":
+            return asyncio.run(_devices(settings, args))
         if args.command in ("orgs", "keys", "principals"):
             return asyncio.run(_metering(settings, args))
         if args.command == "import" and args.import_command == "git":

@@ -18,8 +18,23 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 _MIGRATION_LOCK = 0x75736167  # "usag"
 
 
-async def create_pool(url: str, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, command_timeout=60)
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """A returned connection keeps its session: asyncpg still rolls back an open transaction first."""
+
+
+async def create_pool(
+    url: str, min_size: int = 1, max_size: int = 10, *, reset_sessions: bool = True
+) -> asyncpg.Pool:
+    """``reset_sessions=False`` is for callers that never leave session state behind (no ``SET``,
+    no session advisory lock, no ``LISTEN``, no cursor): it saves asyncpg's reset query, a round
+    trip to Postgres on every release, which was a fifth of the gateway's CPU on a read."""
+    pool = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=60,
+        reset=None if reset_sessions else _keep_session,
+    )
     assert pool is not None
     return pool
 

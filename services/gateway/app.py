@@ -49,7 +49,8 @@ async def _nats(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
-    pool = await create_pool(app[keys.SETTINGS].database_url, max_size=20)
+    # The gateway only reads and runs short transactions: nothing of a session outlives a request.
+    pool = await create_pool(app[keys.SETTINGS].database_url, max_size=20, reset_sessions=False)
     app[keys.POOL] = pool
     app[keys.WATCH] = ProjectionWatch(pool)
     await subscribe_notices(app[keys.NATS], app[keys.WATCH])

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from shared.settings import IPNetwork, Settings
 
-# The headers that carry a credential, in every API (admin key, device token, future API keys).
-CREDENTIAL_HEADERS = ("Authorization", "X-Api-Key")
+# The headers that carry a credential, in every API (admin key, device token, org key, session id).
+CREDENTIAL_HEADERS = ("Authorization", "X-Api-Key", "X-Session-Id")
 
 
 @dataclass(slots=True)

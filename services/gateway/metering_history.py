@@ -3,6 +3,7 @@ counters answer it, and the answer's shape. No I/O."""
 
 from __future__ import annotations
 
+import operator
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping, Sequence
@@ -328,6 +329,34 @@ class Counters:
 
     def add(self, org_id: str, service: str, index: int, calls: int) -> None:
         self.add_series(org_id, service, (index,), (calls,))
+
+    def add_month(
+        self,
+        org_id: str,
+        service: str,
+        offset: int,
+        calls: Sequence[int],
+        position: Mapping[int, int] | None = None,
+    ) -> None:
+        """A month row of day counters: ``calls[d]`` are the calls of the day ``offset + d`` days after
+        the series' first day (zero past the month's last day). ``position`` maps such a distance to
+        its bucket when the series skips a date; ``None`` when every date is a bucket. A service gets
+        its row only when a bucket gets a call (as from ``add_series``)."""
+        if position is not None:
+            found = [(position.get(offset + d), n) for d, n in enumerate(calls) if n]
+            indexes = [i for i, _ in found if i is not None]
+            if indexes:
+                self.add_series(org_id, service, indexes, [n for i, n in found if i is not None])
+            return
+        low, high = max(0, -offset), min(len(calls), self.size - offset)
+        if low >= high or not any(calls[low:high]):
+            return
+        key = (org_id if self.by_org else None, service)
+        row = self.cells.get(key)
+        if row is None:
+            row = self.cells[key] = [0] * self.size
+        start, end = offset + low, offset + high
+        row[start:end] = map(operator.add, row[start:end], calls[low:high])
 
     def add_series(self, org_id: str, service: str, indexes: Sequence[int], calls: Sequence[int]) -> None:
         key = (org_id if self.by_org else None, service)

@@ -4,7 +4,6 @@ that answer it, and the admin listings. Callers hold one snapshot per request.""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from services.gateway.metering_history import Buckets, Counters, OrgInfo, Plan
@@ -38,10 +37,15 @@ async def caller_by_key(conn: Conn, key_hash: str) -> Caller | None:
     return None if row is None or row["revoked_at"] is not None else _caller(row)
 
 
-async def caller_by_session(conn: Conn, session_hash: str, now: datetime) -> Caller | str:
-    """The session's caller, or why it cannot be used."""
+async def caller_by_session(conn: Conn, session_hash: str) -> Caller | str:
+    """The session's caller, or why it cannot be used.
+
+    Expiry is decided on the database's clock, one clock for every gateway replica: a session
+    ends at the same instant whichever replica is asked (``expires_at`` is the event's time plus
+    the session's lifetime).
+    """
     row = await conn.fetchrow(
-        "SELECT s.expires_at, c.* FROM metering_sessions s"
+        "SELECT s.expires_at, s.expires_at <= statement_timestamp() AS expired, c.* FROM metering_sessions s"
         f" JOIN ({_CALLER}) c ON c.key_id = s.key_id WHERE s.session_hash = $1",
         session_hash,
     )
@@ -49,7 +53,7 @@ async def caller_by_session(conn: Conn, session_hash: str, now: datetime) -> Cal
         return "unknown session: authenticate again with api.authenticate"
     if row["revoked_at"] is not None:
         return "the session's API key was revoked"
-    if row["expires_at"] <= now:
+    if row["expired"]:
         return f"the session expired at {row['expires_at'].isoformat()}: authenticate again"
     return _caller(row)
 
@@ -69,36 +73,37 @@ async def scope(conn: Conn, caller: Caller, *, include_sub_orgs: bool, show_all:
 async def counters(conn: Conn, plan: Plan, zone: str, buckets: Buckets, *, by_org: bool) -> Counters:
     """Calls per (org or all, service) in each bucket, from the counters ``plan`` names.
 
-    Each query answers one row per (org or all, service) with its bucket positions and calls as two
-    arrays: a year of days for twenty orgs is a hundred rows to decode, not tens of thousands.
+    Hours: one row per (org or all, service) with its bucket positions and calls as two arrays. Days:
+    one row per org, service and local month, a cell per day: a year of days for twenty orgs is
+    about 1,300 rows to decode, not tens of thousands.
     """
     out = Counters(len(buckets.starts), by_org)
     org = "org_id" if by_org else "NULL::text"
     if buckets.days and (plan.subtree_days or plan.days):
         first, last = buckets.days[0], buckets.days[-1]
         # A day's bucket from its distance to the first day (a date the zone skipped has none).
-        position = {(day - first).days: i for i, day in enumerate(buckets.days)}
+        position: dict[int, int] | None = {(day - first).days: i for i, day in enumerate(buckets.days)}
+        if position is not None and len(position) == (last - first).days + 1:
+            position = None  # every date is a bucket: a month's cells land as one run
         sources: list[tuple[str, list[Any]]] = []
         if plan.subtree_days:
             sources.append(
-                ("api_call_subtree_days WHERE org_id = ANY($3::text[])", [list(plan.subtree_days)])
+                ("api_call_subtree_months WHERE org_id = ANY($3::text[])", [list(plan.subtree_days)])
             )
         if plan.days:
             sources.append(
-                ("api_call_days WHERE org_id = ANY($3::text[]) AND zone = $4", [list(plan.days), zone])
+                ("api_call_months WHERE org_id = ANY($3::text[]) AND zone = $4", [list(plan.days), zone])
             )
         for source, args in sources:
             rows = await conn.fetch(
-                f"SELECT {org} AS org_id, service, array_agg(day - $1::date) AS offsets,"
-                f" array_agg(calls) AS calls FROM {source} AND day BETWEEN $1 AND $2 GROUP BY 1, 2",
-                first,
-                last,
+                f"SELECT {org} AS org_id, service, month, calls FROM {source} AND month BETWEEN $1 AND $2",
+                first.replace(day=1),
+                last.replace(day=1),
                 *args,
             )
             for r in rows:
-                out.add_series(
-                    r["org_id"] or "", r["service"], [position[o] for o in r["offsets"]], r["calls"]
-                )
+                offset = (r["month"] - first).days
+                out.add_month(r["org_id"] or "", r["service"], offset, r["calls"], position)
     if plan.quarters:
         rows = await conn.fetch(
             f"SELECT {org} AS org_id, service, array_agg(i) AS offsets, array_agg(calls) AS calls FROM ("

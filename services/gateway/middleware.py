@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 import asyncpg
 from aiohttp import web
@@ -102,34 +103,128 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
 
 
+@dataclass(slots=True)
+class CredentialChecks:
+    """What a handler learnt about credentials that its status cannot tell the middleware: TR50
+    answers 200 with error replies, and carries org keys and session ids in its body."""
+
+    # The credential headers: True proven, False refused, None not checked (the status decides).
+    headers: bool | None = None
+    # Digests of body credentials that paid a token up front, and of those checked (proven or not).
+    paid: set[bytes] = field(default_factory=set)
+    outcomes: dict[bytes, bool] = field(default_factory=dict)
+
+
+CREDENTIAL_CHECKS = web.RequestKey("credential_checks", CredentialChecks)
+
+
+def credential_checks(request: web.Request) -> CredentialChecks:
+    checks = request.get(CREDENTIAL_CHECKS)
+    if checks is None:
+        checks = request[CREDENTIAL_CHECKS] = CredentialChecks()
+    return checks
+
+
+def _client(request: web.Request, limits: AuthLimits) -> str:
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
+
+
+def _over_budget(retry_after: float) -> web.Response:
+    refusal = json_error(429, "too many failed authentications from this address, try again later")
+    refusal.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return refusal
+
+
+def admit_body_credentials(request: web.Request, values: Iterable[str]) -> web.Response | None:
+    """Credentials carried in a body pay up front as header ones do, each unproven one a token:
+    ``None`` to go ahead, or the 429 to answer (before any work) when one cannot pay."""
+    limits = request.app[keys.AUTH_LIMITS]
+    client, now = _client(request, limits), time.monotonic()
+    checks = credential_checks(request)
+    for value in values:
+        digest = credential_digest([value])
+        if digest is None or digest in checks.paid or limits.recent.proven(digest, now):
+            continue
+        admission = limits.budget.admit(client, now)
+        if admission.refused:
+            for _ in checks.paid:
+                limits.budget.refund(client, now)
+            checks.paid.clear()
+            return _over_budget(admission.retry_after)
+        if admission.paid:
+            checks.paid.add(digest)
+    return None
+
+
+def body_credential_checked(request: web.Request, value: str, *, proven: bool) -> None:
+    """A body credential was checked: a refusal is a failed authentication, charged as a 401 is."""
+    digest = credential_digest([value])
+    if digest is not None:
+        outcomes = credential_checks(request).outcomes
+        outcomes[digest] = outcomes.get(digest, True) and proven
+
+
 @web.middleware
 async def auth_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """429 at once for a client over its failure budget that presents an unproven credential.
 
     See auth_limits.py: every 401 and 403 counts against the client; while it has failed lately,
     its requests with an unproven credential pay up front. A credential is proven by a 2xx of a
-    route that checks it (``keys.CREDENTIAL_ROUTES``), never of a public one.
+    route that checks it (``keys.CREDENTIAL_ROUTES``), never of a public one, or when the handler
+    says so (``CredentialChecks``); credentials in a body (TR50's) are settled one by one.
     """
     limits = request.app[keys.AUTH_LIMITS]
-    client = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
-    credential = credential_digest(request.headers.get(h) for h in CREDENTIAL_HEADERS)
+    client = _client(request, limits)
+    presented = credential_digest(request.headers.get(h) for h in CREDENTIAL_HEADERS)
     admission = Admission()
-    if credential is not None and not limits.recent.proven(credential, time.monotonic()):
+    if presented is not None and not limits.recent.proven(presented, time.monotonic()):
         admission = limits.budget.admit(client, time.monotonic())
         if admission.refused:
-            refusal = json_error(429, "too many failed authentications from this address, try again later")
-            refusal.headers["Retry-After"] = str(max(1, math.ceil(admission.retry_after)))
-            return refusal
-    if request.match_info.route not in request.app[keys.CREDENTIAL_ROUTES]:
-        credential = None  # a public route's answer says nothing about the credential
+            return _over_budget(admission.retry_after)
+    checked = request.match_info.route in request.app[keys.CREDENTIAL_ROUTES]
+    # A public route's answer says nothing about the credential.
+    credential = presented if checked else None
     # Settled only when answered: a request that is cancelled keeps what it paid.
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        _settle(limits, client, credential, admission.paid, exc.status)
+        _settle_all(request, limits, client, presented, credential, admission.paid, exc.status)
         raise
-    _settle(limits, client, credential, admission.paid, response.status)
+    _settle_all(request, limits, client, presented, credential, admission.paid, response.status)
     return response
+
+
+def _settle_all(
+    request: web.Request,
+    limits: AuthLimits,
+    client: str,
+    presented: bytes | None,
+    credential: bytes | None,
+    paid: bool,
+    status: int,
+) -> None:
+    checks = request.get(CREDENTIAL_CHECKS)
+    if checks is not None and checks.headers is not None:
+        credential = presented
+        if not checks.headers and status not in (401, 403):
+            status = 401  # refused in an answer that is not an error (a TR50 error reply)
+    _settle(limits, client, credential, paid, status)
+    if checks is None:
+        return
+    now = time.monotonic()
+    for digest, proven in checks.outcomes.items():
+        if proven:
+            if digest in checks.paid:
+                limits.budget.refund(client, now)
+            limits.recent.remember(digest, now)
+            continue
+        limits.recent.forget(digest)
+        if digest in checks.paid:
+            limits.budget.paid_failure(client, now)
+        else:
+            limits.budget.charge(client, now)
+    for _ in checks.paid - set(checks.outcomes):  # paid, but never checked
+        limits.budget.refund(client, now)
 
 
 def _settle(limits: AuthLimits, client: str, credential: bytes | None, paid: bool, status: int) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
+from services.local.running import RunningSystem, read_running, remove_running, write_running
 from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.logging import get_logger, redact_url
 from shared.settings import Settings
@@ -212,7 +213,85 @@ def _migrate(database_url: str) -> None:
     asyncio.run(run())
 
 
+def _announce_when_ready(http_url: str, stopping: Callable[[], bool]) -> None:
+    """ "usagehub is up at …" once the gateway's /readyz says so, not when the processes start."""
+    import urllib.error
+    import urllib.request
+
+    while not stopping():
+        try:
+            with urllib.request.urlopen(http_url + "readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    log.info(f"usagehub is up at {http_url}", url=http_url)
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.5)
+
+
+def _hold_data_dir(data_dir: Path) -> IO[str] | None:
+    """An exclusive lock on the data dir for as long as this ``up`` runs (the OS drops it when the
+    process dies, however it dies); None if another ``up`` holds it."""
+    import fcntl
+
+    handle = (data_dir / "up.lock").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the gateway could not listen on host:port, or None if it can."""
+    import socket
+
+    try:
+        with socket.create_server((host, port), reuse_port=False) as _:
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+# What an unset admin secret turns off (docs/api.md, each API's write routes).
+NO_SECRET = (
+    "USAGEHUB_SECRET_KEY is not set: the admin routes are off (devices and their tokens, links,"
+    " media-usage writes, orgs and API keys, contribution records); reads and beats with existing"
+    " tokens still work. Set one with: export USAGEHUB_SECRET_KEY=$(openssl rand -hex 32)"
+)
+
+
 def up(settings: Settings) -> int:
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _hold_data_dir(data_dir)
+    if lock is None:
+        running = read_running(data_dir)
+        holder = f" (pid {running.pid}, {running.http_url})" if running is not None else ""
+        print(
+            f"usagehub: the data dir {data_dir} is in use by another usagehub up{holder}; stop it"
+            " first, or give this one its own USAGEHUB_DATA_DIR",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        taken = _port_taken(settings.http_host, settings.http_port)
+        if taken is not None:
+            print(
+                f"usagehub: cannot listen on {settings.http_host}:{settings.http_port} ({taken});"
+                " stop what uses it, or choose another port with USAGEHUB_HTTP_PORT",
+                file=sys.stderr,
+            )
+            return 1
+        if not settings.secret_key:
+            log.warning(NO_SECRET)
+        return _run(settings, data_dir)
+    finally:
+        lock.close()
+
+
+def _run(settings: Settings, data_dir: Path) -> int:
     stopping = False
 
     def on_signal(signum: int, _: FrameType | None) -> None:
@@ -226,8 +305,6 @@ def up(settings: Settings) -> int:
     embedded: list[Supervised] = []
     children: list[Supervised] = []
     try:
-        data_dir = settings.data_dir.resolve()
-        data_dir.mkdir(parents=True, exist_ok=True)
         nats_url, database_url = settings.nats_url, settings.database_url
         if not nats_url:
             port, nats_log = free_port(), data_dir / "nats.log"
@@ -260,10 +337,23 @@ def up(settings: Settings) -> int:
             children.append(_service(service, child_env))
         for child in children:
             child.start()
-        log.info("usagehub is up", url=f"http://{settings.http_host}:{settings.http_port}/")
+        http_url = f"http://{settings.http_host}:{settings.http_port}/"
+        running = RunningSystem(
+            pid=os.getpid(),
+            http_url=http_url,
+            nats_url=nats_url,
+            database_url=database_url,
+            password_files={u: str(f) for u, f in servers["nats"].password_files.items()}
+            if "nats" in servers
+            else {},
+        )
+        log.info("running system written for usagehub commands", path=str(write_running(data_dir, running)))
+        threading.Thread(target=_announce_when_ready, args=(http_url, lambda: stopping), daemon=True).start()
         supervise([*embedded, *children], lambda: stopping)
         return 0
     finally:
+        with contextlib.suppress(OSError):
+            remove_running(data_dir, os.getpid())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in children:

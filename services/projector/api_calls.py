@@ -1,24 +1,29 @@
-"""The API-call counters: per org, service and quarter hour, and per local day (own and subtree).
+"""The API-call counters: per org, service and quarter hour, and per local day (own and subtree),
+the days kept as one row per local month with a cell per day.
 
-``tally_calls`` is pure: a batch of events in, the increments of every counter out. Counters only
-ever add, so any batching of the same events gives the same rows; ``apply_api_calls`` writes a
-batch's increments with one upsert per table.
+``tally_calls`` is pure: a batch of events in, the increments of every counter out (``by_month``
+folds the day increments into month rows). Counters only ever add, so any batching of the same
+events gives the same rows; ``apply_api_calls`` writes a batch's increments with one set-based
+upsert per table.
 """
 
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 
 from shared.db import Conn
 from shared.events import AnyEvent
 from shared.events.metering import ApiCallsCounted, OrgCreated
 
 FILTERS = ["usagehub.events.metering.org_created", "usagehub.events.metering.api_calls_counted"]
-TABLES = ("api_call_orgs", "api_call_counts", "api_call_days", "api_call_subtree_days")
+TABLES = ("api_call_orgs", "api_call_counts", "api_call_months", "api_call_subtree_months")
+# Cells of a month row: day d of the month is cell d (1-based in Postgres), zero past its last day.
+MONTH_CELLS = 31
 
 QUARTER = timedelta(minutes=15)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,6 +108,36 @@ def tally_calls(known: Mapping[str, OrgChain], events: Iterable[AnyEvent]) -> Ca
     return tally
 
 
+def by_month(increments: Mapping[tuple[Any, ...], int], day_at: int) -> dict[tuple[Any, ...], list[int]]:
+    """Day increments as month rows: each key with its day (at ``day_at``) replaced by the first day
+    of its month, and the increments in the cells of the month's days."""
+    months: dict[tuple[Any, ...], list[int]] = {}
+    for key, n in increments.items():
+        day: date = key[day_at]
+        month_key = (*key[:day_at], day.replace(day=1), *key[day_at + 1 :])
+        cells = months.get(month_key)
+        if cells is None:
+            cells = months[month_key] = [0] * MONTH_CELLS
+        cells[day.day - 1] += n
+    return months
+
+
+def _columns(rows: Mapping[tuple[Hashable, ...], list[int]]) -> tuple[list[list[Any]], list[int]]:
+    """Month rows as upsert arguments, in key order: one list per key column, and every row's cells
+    end to end (a flat array: Postgres takes no array of arrays of different rows through unnest)."""
+    keys = sorted(rows)
+    columns = [[k[i] for k in keys] for i in range(len(keys[0]))]
+    return columns, [n for k in keys for n in rows[k]]
+
+
+# The cells of row ``i`` (1-based) of the flat array, and the cell-by-cell sum on conflict (spelled
+# out: an expression, where a subquery unnesting both arrays costs twice as much per row).
+_CELLS = f"($CELLS::bigint[])[(u.i - 1) * {MONTH_CELLS} + 1 : u.i * {MONTH_CELLS}]"
+_ADD_CELLS = "ARRAY[{}]".format(
+    ", ".join(f"{{table}}.calls[{d}] + EXCLUDED.calls[{d}]" for d in range(1, MONTH_CELLS + 1))
+)
+
+
 def _named_orgs(events: Iterable[AnyEvent]) -> list[str]:
     names: set[str] = set()
     for e in events:
@@ -146,27 +181,25 @@ async def apply_api_calls(conn: Conn, events: list[tuple[int, AnyEvent]]) -> Non
             [tally.counts[k] for k in keys],
         )
     if tally.days:
-        days = sorted(tally.days)
+        columns, cells = _columns(by_month(tally.days, 2))
         await conn.execute(
-            "INSERT INTO api_call_days (zone, org_id, day, service, calls)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[])"
-            " ON CONFLICT (zone, org_id, day, service) DO UPDATE"
-            " SET calls = api_call_days.calls + EXCLUDED.calls",
-            [k[0] for k in days],
-            [k[1] for k in days],
-            [k[2] for k in days],
-            [k[3] for k in days],
-            [tally.days[k] for k in days],
+            "INSERT INTO api_call_months (zone, org_id, month, service, calls)"
+            f" SELECT u.zone, u.org_id, u.month, u.service, {_CELLS.replace('$CELLS', '$5')}"
+            " FROM unnest($1::text[], $2::text[], $3::date[], $4::text[])"
+            " WITH ORDINALITY AS u(zone, org_id, month, service, i)"
+            " ON CONFLICT (zone, org_id, month, service) DO UPDATE"
+            f" SET calls = {_ADD_CELLS.format(table='api_call_months')}",
+            *columns,
+            cells,
         )
     if tally.subtree_days:
-        subtree = sorted(tally.subtree_days)
+        columns, cells = _columns(by_month(tally.subtree_days, 1))
         await conn.execute(
-            "INSERT INTO api_call_subtree_days (org_id, day, service, calls)"
-            " SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::bigint[])"
-            " ON CONFLICT (org_id, day, service) DO UPDATE"
-            " SET calls = api_call_subtree_days.calls + EXCLUDED.calls",
-            [k[0] for k in subtree],
-            [k[1] for k in subtree],
-            [k[2] for k in subtree],
-            [tally.subtree_days[k] for k in subtree],
+            "INSERT INTO api_call_subtree_months (org_id, month, service, calls)"
+            f" SELECT u.org_id, u.month, u.service, {_CELLS.replace('$CELLS', '$4')}"
+            " FROM unnest($1::text[], $2::date[], $3::text[]) WITH ORDINALITY AS u(org_id, month, service, i)"
+            " ON CONFLICT (org_id, month, service) DO UPDATE"
+            f" SET calls = {_ADD_CELLS.format(table='api_call_subtree_months')}",
+            *columns,
+            cells,
         )

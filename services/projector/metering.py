@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.db import Conn
 from shared.events import AnyEvent
@@ -28,6 +28,10 @@ TABLES = (
     "metering_sessions",
     "metering_session_clock",
 )
+# Sessions are pruned only once they expired this long before the latest session start. Starts come
+# from every ingest replica's clock: a replica running behind the others must not see its fresh
+# sessions pruned (or never stored) before the gateway could check them.
+SESSION_PRUNE_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +77,12 @@ class MeteringRows:
     principals: Mapping[str, PrincipalRow] = field(default_factory=dict)
     keys: Mapping[str, KeyRow] = field(default_factory=dict)
     sessions: Mapping[str, SessionRow] = field(default_factory=dict)
-    # The latest session start so far: sessions that expired before it are gone for good.
+    # The latest session start so far: sessions that expired SESSION_PRUNE_GRACE before it are gone.
     clock: datetime | None = None
+
+    @property
+    def prune_before(self) -> datetime | None:
+        return None if self.clock is None else self.clock - SESSION_PRUNE_GRACE
 
 
 def fold_metering(rows: MeteringRows, event: AnyEvent) -> MeteringRows:
@@ -111,8 +119,9 @@ def fold_metering(rows: MeteringRows, event: AnyEvent) -> MeteringRows:
             return replace(rows, keys={**rows.keys, key_id: replace(live, revoked_at=at)})
         case SessionStarted(occurred_at=at):
             clock = at if rows.clock is None else max(rows.clock, at)
-            sessions = {h: s for h, s in rows.sessions.items() if s.expires_at >= clock}
-            if event.expires_at >= clock:
+            horizon = clock - SESSION_PRUNE_GRACE
+            sessions = {h: s for h, s in rows.sessions.items() if s.expires_at >= horizon}
+            if event.expires_at >= horizon:
                 sessions[event.session_hash] = SessionRow(
                     event.session_hash, event.key_id, event.org_id, at, event.expires_at
                 )
@@ -188,7 +197,7 @@ async def apply_metering(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None
             ],
         )
     if after.clock is not None and after.clock != before.clock:
-        await conn.execute("DELETE FROM metering_sessions WHERE expires_at < $1", after.clock)
+        await conn.execute("DELETE FROM metering_sessions WHERE expires_at < $1", after.prune_before)
         await conn.execute(
             "INSERT INTO metering_session_clock (id, latest) VALUES (true, $1)"
             " ON CONFLICT (id) DO UPDATE SET latest = EXCLUDED.latest",

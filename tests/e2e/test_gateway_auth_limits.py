@@ -222,3 +222,95 @@ async def test_forwarded_for_names_the_client_only_behind_a_trusted_proxy(servic
         assert client.app[keys.AUTH_LIMITS].proxies
         assert await flood_from(client, "198.51.100.1") == [401, 401, 429]
         assert await flood_from(client, "198.51.100.2") == [401, 401, 429]
+
+
+# --- org keys and sessions: TR50 bodies and the X-Api-Key / X-Session-Id headers ---------------
+
+
+async def org_key(client: Client, org_id: str = "acme") -> str:
+    body = {"id": org_id, "name": org_id, "time_zone": "UTC"}
+    assert (await client.post("/api/orgs", json=body, headers=admin())).status == 201
+    resp = await client.post(f"/api/orgs/{org_id}/keys", headers=admin())
+    assert resp.status == 201
+    key: str = (await resp.json())["key"]
+    return key
+
+
+def authenticate(*keys: str) -> dict[str, Any]:
+    return {str(i): {"command": "api.authenticate", "params": {"key": k}} for i, k in enumerate(keys)}
+
+
+async def tr50_status(client: Client, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    resp = await client.post("/api", json=body, headers=headers or {})
+    return resp.status, await resp.json()
+
+
+async def test_tr50_failed_logins_pay_the_failed_authentication_budget(services: Services) -> None:
+    settings = with_settings(services.settings, auth_failure_burst=3, auth_failures_per_minute=1.0)
+    async with TestClient(gateway(settings)) as client:
+        key = await org_key(client)
+        status, reply = await tr50_status(client, authenticate(key))
+        assert status == 200 and reply["0"]["success"]  # proves the key
+        sessions_started = commands_sent("StartSession")
+        for guess in ("wrong-1", "wrong-2", "wrong-3"):
+            status, reply = await tr50_status(client, authenticate(guess))
+            assert status == 200 and reply["0"]["errorCodes"] == [401]
+        # A wrong key is refused from the read model: ingest never hears of it.
+        assert commands_sent("StartSession") == sessions_started
+        status, body = await tr50_status(client, authenticate("wrong-4"))
+        assert status == 429 and "too many failed authentications" in body["error"]
+        history = {"h": {"command": "usage.api.history", "params": {"last": "1h"}}}
+        for unproven in (
+            {"auth": {"sessionId": "made-up"}, **history},  # a guessed session id in the body
+            {"auth": {"sessionId": "made-up", "x": 1}, **history},  # malformed, still a credential
+        ):
+            status, _ = await tr50_status(client, unproven)
+            assert status == 429
+        status, _ = await tr50_status(client, history, {"X-Api-Key": "wrong-5"})
+        assert status == 429
+        # The proven key still passes.
+        status, reply = await tr50_status(client, authenticate(key))
+        assert status == 200 and reply["0"]["success"]
+        assert (await client.get("/api/usage/history?last=1h", headers={"X-Api-Key": key})).status == 200
+
+
+async def test_every_guess_in_one_envelope_is_a_failure_of_its_own(services: Services) -> None:
+    settings = with_settings(services.settings, auth_failure_burst=5, auth_failures_per_minute=1.0)
+    async with TestClient(gateway(settings)) as client:
+        key = await org_key(client)
+        # 50 guesses in one request would otherwise cost one token: each is charged.
+        status, reply = await tr50_status(client, authenticate(*(f"guess-{i}" for i in range(5))))
+        assert status == 200 and all(r["errorCodes"] == [401] for r in reply.values())
+        assert client.app[keys.AUTH_LIMITS].budget.tokens("127.0.0.1", time.monotonic()) < 1
+        sessions_started = commands_sent("StartSession")
+        # An envelope is refused whole, before any work, when one of its keys cannot pay.
+        assert (await tr50_status(client, authenticate(key, "guess-5")))[0] == 429
+        assert commands_sent("StartSession") == sessions_started
+
+
+async def test_a_wrong_header_credential_in_a_tr50_envelope_is_charged(services: Services) -> None:
+    settings = with_settings(services.settings, auth_failure_burst=2, auth_failures_per_minute=1.0)
+    async with TestClient(gateway(settings)) as client:
+        await org_key(client)
+        history = {"h": {"command": "usage.api.history", "params": {"last": "1h"}}}
+        for headers in ({"X-Api-Key": "wrong"}, {"X-Session-Id": "wrong"}):
+            status, reply = await tr50_status(client, history, headers)
+            assert status == 200 and reply["h"]["errorCodes"] == [401]
+        assert (await tr50_status(client, history, {"X-Api-Key": "wrong"}))[0] == 429
+
+
+async def test_a_guessed_session_id_header_pays_on_every_route(services: Services) -> None:
+    settings = with_settings(services.settings, auth_failure_burst=2, auth_failures_per_minute=1.0)
+    async with TestClient(gateway(settings)) as client:
+        key = await org_key(client)
+        session = (await tr50_status(client, authenticate(key)))[1]["0"]["params"]["sessionId"]
+        # Proven by a route that checks it (the REST twin), so it never pays.
+        resp = await client.get("/api/usage/history?last=1h", headers={"X-Session-Id": session})
+        assert resp.status == 200
+        guess = {"X-Session-Id": "made-up"}
+        assert (await client.get("/api/usage/history?last=1h", headers=guess)).status == 401
+        assert (await client.get("/api/links", headers=guess)).status == 401
+        assert (await client.get("/api/links", headers=guess)).status == 429
+        assert (await client.get("/api/usage/history?last=1h", headers=guess)).status == 429
+        assert (await client.get("/api/links", headers={"X-Session-Id": session})).status == 200
+        assert (await client.get("/api/links")).status == 200  # no credential: never limited

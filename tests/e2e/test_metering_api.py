@@ -378,6 +378,10 @@ async def test_counters_roll_up_sub_orgs_and_show_all_needs_super_ops(
             ("acme-fr", "lighthouse", day + timedelta(hours=15, minutes=30), 8),
             ("acme-fr", "tr50", day + timedelta(days=1, hours=3), 16),  # 23:00 on the 6th in New York
             ("globex", "tr50", day + timedelta(hours=13), 32),
+            # In the same months as the range, outside it: day counters are read as month rows, and
+            # these must neither count nor give their service an array.
+            ("acme", "media-usage", day - timedelta(days=3), 64),
+            ("acme-fr", "media-usage", day + timedelta(days=20), 128),
         ],
     )
     span = {"start": "2024-05-06T00:00:00-04:00", "end": "2024-05-08T00:00:00-04:00", "series": "day"}
@@ -501,6 +505,10 @@ async def test_the_gateway_counts_its_own_calls_per_org_and_service(client: Clie
         assert (await client.get("/api/stats", headers={"X-Api-Key": acme})).status == 200
     assert (await client.get("/api/links", headers={"X-Api-Key": acme})).status == 200
     assert (await client.get("/api/links/9", headers={"X-Api-Key": acme})).status == 404  # still a call
+    # Every API family under its own service name: media usages and the Stackalytics API too.
+    assert (await client.get("/usages/media/m-1", headers={"X-Api-Key": acme})).status in (200, 404)
+    resp = await client.get("/api/1.0/stats/modules", headers={"X-Api-Key": acme})
+    assert resp.status == 200
     assert (
         await client.get("/api/stats", headers={"X-Session-Id": session["params"]["sessionId"]})
     ).status == 200
@@ -511,17 +519,24 @@ async def test_the_gateway_counts_its_own_calls_per_org_and_service(client: Clie
     assert (await client.get("/api/stats")).status == 200
     assert (await client.get("/api/stats", headers={"X-Api-Key": "wrong"})).status == 401
     assert (await client.get("/healthz", headers={"X-Api-Key": acme})).status == 200
-    # acme: 3 heartbeat, 2 lighthouse, 2 tr50; globex: authenticate + REST + 1 heartbeat (session).
-    answer = await counted(client, ops, 10)
+    # acme: 3 heartbeat, 2 lighthouse, 1 media-usage, 1 stackalytics, 2 tr50; globex: authenticate +
+    # REST + 1 heartbeat (session).
+    answer = await counted(client, ops, 12)
     await asyncio.sleep(1.5)  # anything counted twice would show now
-    answer = await counted(client, ops, 10)
+    answer = await counted(client, ops, 12)
     this_hour = {
         org: {svc: sum(row) for svc, row in services.items()} for org, services in answer["counters"].items()
     }
     # The history reads above were made with the ops key (an acme key): they count too.
     ops_reads = this_hour["acme"]["tr50"] - 2
     assert this_hour == {
-        "acme": {"heartbeat": 3, "lighthouse": 2, "tr50": 2 + ops_reads},
+        "acme": {
+            "heartbeat": 3,
+            "lighthouse": 2,
+            "media-usage": 1,
+            "stackalytics": 1,
+            "tr50": 2 + ops_reads,
+        },
         "globex": {"heartbeat": 1, "tr50": 2},
     }
     assert ops_reads >= 2

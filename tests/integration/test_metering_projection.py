@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from services.projector.api_calls import by_month, tally_calls
 from services.projector.consumer import apply_batch
 from services.projector.projections import PROJECTIONS
 from shared.bus import Delivery
-from shared.db import migrate
+from shared.db import migrate, migrations
 from shared.events import AnyEvent, encode_event, subject_of
 from shared.events.metering import (
     ApiCallCount,
@@ -38,8 +39,8 @@ METERING_TABLES = {
 API_CALL_TABLES = {
     "api_call_orgs": "org_id",
     "api_call_counts": "org_id, bucket, service",
-    "api_call_days": "zone, org_id, day, service",
-    "api_call_subtree_days": "org_id, day, service",
+    "api_call_months": "zone, org_id, month, service",
+    "api_call_subtree_months": "org_id, month, service",
 }
 
 
@@ -72,7 +73,8 @@ def history(seed: int) -> list[AnyEvent]:
         ApiKeyRevoked(event_id="r1", occurred_at=T0 + timedelta(hours=1), key_id="k1"),
     ]
     for i in range(400):
-        at = T0 + timedelta(minutes=rnd.randint(0, 3 * 24 * 60))  # over New York's spring-forward night
+        # From February (month rows of two months), over New York's spring-forward night.
+        at = T0 + timedelta(minutes=rnd.randint(-10 * 24 * 60, 3 * 24 * 60))
         if i % 40 == 0:
             events.append(
                 SessionStarted(
@@ -149,10 +151,12 @@ async def test_any_batching_gives_identical_tables(conn: asyncpg.Connection) -> 
     )
     assert await conn.fetchval("SELECT sum(calls) FROM api_call_counts") == total
     roots = await conn.fetchval(
-        "SELECT sum(calls) FROM api_call_subtree_days WHERE org_id IN ('acme', 'solo')"
+        "SELECT sum(c) FROM api_call_subtree_months, unnest(calls) c WHERE org_id IN ('acme', 'solo')"
     )
     assert roots == total
-    ny_days = await conn.fetchval("SELECT sum(calls) FROM api_call_days WHERE zone = 'America/New_York'")
+    ny_days = await conn.fetchval(
+        "SELECT sum(c) FROM api_call_months, unnest(calls) c WHERE zone = 'America/New_York'"
+    )
     acme_tree = await conn.fetchval(
         "SELECT sum(calls) FROM api_call_counts WHERE org_id IN ('acme', 'eu', 'in')"
     )
@@ -179,3 +183,32 @@ async def test_a_redelivered_batch_changes_nothing(conn: asyncpg.Connection) -> 
     await reset(conn)
     await apply_batch(conn, PROJECTIONS["api_calls"], batch)
     assert await dump_tables(conn, API_CALL_TABLES) == once
+
+
+async def test_an_existing_databases_day_rows_become_month_rows(database_url: str) -> None:
+    """Migration 0008 on a database that kept day rows: the month rows it writes are those the
+    projector would have written, so no rebuild is needed."""
+    c = await asyncpg.connect(database_url)
+    try:
+        for version, _, sql in migrations():
+            if version < 8:
+                await c.execute(sql)
+        tally = tally_calls({}, history(5))
+        await c.executemany(
+            "INSERT INTO api_call_days (zone, org_id, day, service, calls) VALUES ($1, $2, $3, $4, $5)",
+            [(*k, n) for k, n in tally.days.items()],
+        )
+        await c.executemany(
+            "INSERT INTO api_call_subtree_days (org_id, day, service, calls) VALUES ($1, $2, $3, $4)",
+            [(*k, n) for k, n in tally.subtree_days.items()],
+        )
+        [(_, _, upgrade)] = [m for m in migrations() if m[0] == 8]
+        await c.execute(upgrade)
+        months = await c.fetch("SELECT zone, org_id, month, service, calls FROM api_call_months")
+        assert {(r[0], r[1], r[2], r[3]): r[4] for r in months} == by_month(tally.days, 2)
+        subtree = await c.fetch("SELECT org_id, month, service, calls FROM api_call_subtree_months")
+        assert {(r[0], r[1], r[2]): r[3] for r in subtree} == by_month(tally.subtree_days, 1)
+        assert len({r["month"] for r in subtree}) == 2  # February and March
+        assert await c.fetchval("SELECT to_regclass('api_call_days')") is None
+    finally:
+        await c.close()

@@ -74,7 +74,7 @@ async def test_rebuild_gives_identical_counters_and_registry(client: Client, js:
         metering = await caught_up(conn, js, "metering")
         api_calls = await caught_up(conn, js, "api_calls")
         before = await dump_tables(conn, {**METERING_TABLES, **API_CALL_TABLES})
-        assert before["api_call_counts"] and before["metering_sessions"] and before["api_call_subtree_days"]
+        assert before["api_call_counts"] and before["metering_sessions"] and before["api_call_subtree_months"]
 
         assert await rebuild(conn, js, PROJECTIONS["metering"]) == metering
         assert await rebuild(conn, js, PROJECTIONS["api_calls"]) == api_calls

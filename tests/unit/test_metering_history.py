@@ -18,7 +18,9 @@ from services.gateway.metering_history import (
     HistoryQuery,
     OrgInfo,
     Plan,
+    buckets_for,
     day_buckets,
+    day_start,
     history_answer,
     hour_buckets,
     needs_scope,
@@ -26,7 +28,7 @@ from services.gateway.metering_history import (
     parse_history,
     plan_reads,
 )
-from services.projector.api_calls import local_day, quarter_start
+from services.projector.api_calls import by_month, local_day, quarter_start
 
 NOW = datetime(2024, 3, 10, 15, 20, 5, tzinfo=UTC)
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
@@ -368,3 +370,114 @@ def test_total_is_always_the_sum_of_every_counter(
     )
     assert answer["total"] == sum(map(sum, rows)) == sum(n for *_, n in cells)
     assert all(len(r) == len(answer["ts"]) == 5 for r in rows)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["UTC", "America/New_York", "Pacific/Apia", "Europe/Paris"]),
+    st.dates(min_value=date(2011, 10, 1), max_value=date(2012, 3, 1)),
+    st.integers(min_value=1, max_value=100),
+    st.dictionaries(
+        st.tuples(
+            st.sampled_from(["acme", "acme-eu"]), st.sampled_from(["tr50", "heartbeat"]), st.integers(0, 160)
+        ),
+        st.integers(min_value=1, max_value=1000),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_month_rows_land_in_the_day_buckets_their_days_would(
+    zone_name: str, first: date, length: int, day_calls: dict[tuple[str, str, int], int], by_org: bool
+) -> None:
+    """The gateway reads day counters as month rows (a cell per day): whatever the range (within a
+    month, over several, across Samoa's skipped 30 December 2011), each call lands in the bucket of
+    its day, and a service with no call in the range has no row."""
+    zone = zoneinfo.ZoneInfo(zone_name)
+    start = day_start(first, zone)
+    b = day_buckets(start, start + timedelta(days=length), zone)
+    origin = date(2011, 9, 1)
+    days = {(org, origin + timedelta(days=d), service): n for (org, service, d), n in day_calls.items()}
+    expected = Counters(len(b.starts), by_org)
+    for (org, day, service), n in days.items():
+        if day in b.days:
+            expected.add(org, service, b.days.index(day), n)
+    position = {(day - b.days[0]).days: i for i, day in enumerate(b.days)}
+    every_date = len(position) == (b.days[-1] - b.days[0]).days + 1
+    got = Counters(len(b.starts), by_org)
+    for (org, month, service), cells in by_month(days, 1).items():
+        got.add_month(org, service, (month - b.days[0]).days, cells, None if every_date else position)
+    assert got.cells == expected.cells
+
+
+def test_month_rows_hold_each_day_in_its_own_cell() -> None:
+    increments = {
+        ("acme", date(2024, 2, 29), "tr50"): 3,
+        ("acme", date(2024, 2, 1), "tr50"): 1,
+        ("acme", date(2024, 3, 31), "tr50"): 5,
+    }
+    months = by_month(increments, 1)
+    assert set(months) == {("acme", date(2024, 2, 1), "tr50"), ("acme", date(2024, 3, 1), "tr50")}
+    assert months["acme", date(2024, 2, 1), "tr50"] == [1] + [0] * 27 + [3, 0, 0]
+    assert months["acme", date(2024, 3, 1), "tr50"] == [0] * 30 + [5]
+
+
+# Values a client might send for any parameter: well-formed ones, near misses and nonsense.
+_VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "24h",
+            "0s",
+            "999999999d",
+            "7d",
+            "15m",
+            "30s",
+            "1w",
+            "",
+            "hour",
+            "day",
+            "minute",
+            "org",
+            "2014-03-27T00:00:00.000-05:00",
+            "2014-03-28T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "9999-12-31T23:59:59+14:00",
+            "0001-01-01T00:00:00-12:00",
+            "2014-03-27",
+            "2014-03-27T00:00:00",
+        ]
+    ),
+    st.text(max_size=40),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["start", "end", "last", "series", "includeSubOrgs", "showAll", "dimension", "limit"]
+        ),
+        _VALUES,
+        max_size=7,
+    ),
+    st.sampled_from(ZONES),
+)
+def test_no_parameters_whatever_their_values_give_anything_but_an_answer_or_a_refusal(
+    params: dict[str, Any], zone_name: str
+) -> None:
+    """Never a 5xx: every parameter set either is a query whose buckets can be made, or a 400."""
+    try:
+        query = parse_history(params, NOW)
+        buckets_for(query, zoneinfo.ZoneInfo(zone_name))
+    except HistoryError as refused:
+        assert refused.code == 400 and refused.message
+    try:  # the same through the REST twin's query string
+        query = parse_history(params_from_query((k, str(v)) for k, v in params.items()), NOW)
+        buckets_for(query, zoneinfo.ZoneInfo(zone_name))
+    except HistoryError as refused:
+        assert refused.code == 400 and refused.message

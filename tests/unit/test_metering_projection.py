@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.projector.api_calls import OrgChain, quarter_start, tally_calls
-from services.projector.metering import MeteringRows, SessionRow, fold_metering_events
+from services.projector.metering import (
+    SESSION_PRUNE_GRACE,
+    MeteringRows,
+    SessionRow,
+    fold_metering_events,
+)
 from shared.events import AnyEvent
 from shared.events.metering import (
     ApiCallCount,
@@ -170,7 +175,20 @@ def test_orgs_keys_and_principals() -> None:
     assert (key.key_hash, key.created_at, key.revoked_at) == ("1" * 64, T0, T0 + timedelta(hours=1))
 
 
-@given(st.lists(st.tuples(st.integers(0, 7200), st.integers(1, 3600)), max_size=30), st.integers(1, 10))
+def test_a_session_from_an_ingest_whose_clock_runs_behind_is_kept_until_the_grace_has_passed() -> None:
+    # Replica B's clock is 10 minutes behind A's: its one-minute session starts "expired" on A's clock.
+    ahead = session("a", T0 + timedelta(minutes=10), 3600)
+    behind = session("b", T0, 60)
+    rows = fold_metering_events(MeteringRows(), [ahead, behind])
+    assert set(rows.sessions) == {"a", "b"} and rows.clock == ahead.occurred_at
+    # Pruned by event time only, once it expired SESSION_PRUNE_GRACE before the latest start.
+    later = session("c", behind.expires_at + SESSION_PRUNE_GRACE, 60)
+    assert set(fold_metering_events(rows, [later]).sessions) == {"a", "b", "c"}
+    much_later = session("d", later.occurred_at + timedelta(seconds=1), 60)
+    assert set(fold_metering_events(rows, [much_later]).sessions) == {"a", "d"}
+
+
+@given(st.lists(st.tuples(st.integers(0, 4 * 3600), st.integers(1, 3600)), max_size=30), st.integers(1, 10))
 def test_sessions_that_expired_before_the_latest_start_are_pruned_whatever_the_batching(
     starts: list[tuple[int, int]], size: int
 ) -> None:
@@ -183,9 +201,11 @@ def test_sessions_that_expired_before_the_latest_start_are_pruned_whatever_the_b
     for i in range(0, len(events), size):
         rows = fold_metering_events(MeteringRows(clock=clock), events[i : i + size])
         clock = rows.clock
-        kept = {h: s for h, s in {**kept, **rows.sessions}.items() if clock and s.expires_at >= clock}
+        horizon = rows.prune_before
+        kept = {h: s for h, s in {**kept, **rows.sessions}.items() if horizon and s.expires_at >= horizon}
+    horizon = whole.prune_before
     assert (
         set(kept)
         == set(whole.sessions)
-        == {e.session_hash for e in events if whole.clock is not None and e.expires_at >= whole.clock}
+        == {e.session_hash for e in events if horizon is not None and e.expires_at >= horizon}
     )
