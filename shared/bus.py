@@ -827,8 +827,10 @@ async def read_stream(
     when the read ends (however it ends), so one-off reads never pile up on the server. Batches are
     of up to ``batch`` events: what has arrived while the caller handled the previous one."""
     config = _consumer_config(filters, after)
-    # The server's own clean-up, should this process die before it deletes the consumer.
-    config.inactive_threshold = 30.0
+    # The server's own clean-up, should this process die before it deletes the consumer. Generous:
+    # with no pull request open while the caller applies a batch (a rebuild's 20,000 records under
+    # load can take more than 30 s), a shorter one deleted the consumer under the read.
+    config.inactive_threshold = 300.0
     info = await js.add_consumer(EVENTS_STREAM, config)
     name: str = info.name
     # What is pending now is "the current end"; later appends are the caller's next read.
