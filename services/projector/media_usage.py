@@ -223,6 +223,17 @@ def _recorded_row(usage: RecordedUsage, before: UsageRow | None, seq: int, at: d
     )
 
 
+def _as_before(row: UsageRow, before: UsageRow) -> UsageRow:
+    """``row`` with what a report again always changes (its time and position) taken from ``before``:
+    equal to ``before`` when the report says nothing new."""
+    return replace(
+        row,
+        last_modified=before.last_modified,
+        date_removed=before.date_removed,
+        position=before.position,
+    )
+
+
 class _Working:
     """One batch's usages being folded in place, indexed by grouping and by media, so an event costs
     what it touches rather than what the batch loaded. Only the fold below ever sees it."""
@@ -257,7 +268,11 @@ class _Working:
                 for group in groups:
                     now_there = {u.usage_id for u in group.usages}
                     for usage in group.usages:
-                        self.put(_recorded_row(usage, self.usages.get(usage.usage_id), seq, at), seq, at)
+                        before = self.usages.get(usage.usage_id)
+                        row = _recorded_row(usage, before, seq, at)
+                        if before is not None and _as_before(row, before) == before:
+                            continue  # reported again as it is: no change, no new lastModified
+                        self.put(row, seq, at)
                     for usage_id in sorted(self.by_grouping.get(group.grouping, set()) - now_there):
                         row = self.usages[usage_id]
                         if row.status == group.status:

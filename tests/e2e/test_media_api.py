@@ -284,16 +284,22 @@ async def test_print_syndication_front_and_download_usages(client: Client) -> No
         assert ISO_SECONDS.match(usage["lastModified"])
 
 
-async def test_republishing_the_same_usage_changes_nothing_but_last_modified(client: Client) -> None:
+async def test_republishing_the_same_usage_changes_nothing(client: Client) -> None:
     await post(client, "/usages/digital", digital())
     first = await by_media(client)
     await asyncio.sleep(1.0)
     await post(client, "/usages/digital", digital())
+    await post(client, "/usages/digital", digital())
+    assert await by_media(client) == first
+    # A report that does say something new moves lastModified.
+    changed = digital()
+    changed["digitalUsageMetadata"] = {**changed["digitalUsageMetadata"], "webTitle": "A new title"}
+    await post(client, "/usages/digital", changed)
     second = await by_media(client)
     assert second["length"] == 1
     before, after = first["data"][0]["data"], second["data"][0]["data"]
-    assert {**after, "lastModified": None} == {**before, "lastModified": None}
-    assert after["lastModified"] > before["lastModified"]
+    assert after["lastModified"] > before["lastModified"] and after["dateAdded"] == before["dateAdded"]
+    assert after["digitalUsageMetadata"]["webTitle"] == "A new title"
 
 
 async def test_an_idempotency_key_makes_a_retry_one_write(client: Client, js: JetStreamContext) -> None:

@@ -72,7 +72,7 @@ def test_a_media_no_longer_in_the_content_is_removed_and_comes_back_anew() -> No
     state = fold(content(["a", "b"]), content(["a"], when=5))
     b = next(r for r in state.usages.values() if r.media_id == "b")
     assert (b.status, b.date_removed, b.last_modified, b.date_added) == ("removed", at(5), at(5), at(0))
-    assert state.changed == {"a": (2, at(5)), "b": (2, at(5))}
+    assert state.changed == {"a": (1, at(0)), "b": (2, at(5))}  # "a" was reported again as it is
     back = fold(content(["a", "b"]), content(["a"], when=5), content(["a", "b"], when=7))
     b = next(r for r in back.usages.values() if r.media_id == "b")
     assert (b.status, b.date_removed, b.date_added) == ("published", None, at(7))
@@ -149,6 +149,14 @@ def test_times_are_iso_8601_utc_whole_seconds() -> None:
         "2015-11-27T15:56:51Z"
     )
     assert iso_seconds(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01T00:00:00Z"
+
+
+def test_a_usage_reported_again_as_it_is_is_no_change() -> None:
+    state = fold(content(["a", "b"]))
+    assert fold_media_usage_events(state, [(9, content(["a", "b"], when=9))]) is state
+    # Removed, then reported again as removed: still nothing new.
+    removed = fold(content(["a", "b"]), content(["a"], when=5))
+    assert fold_media_usage_events(removed, [(9, content(["a"], when=9))]) is removed
 
 
 def test_nothing_changed_is_no_change() -> None:
