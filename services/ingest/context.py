@@ -220,6 +220,24 @@ class Ingest:
                 caught_up = True
         raise Rejected(503, "too much contention, try again")
 
+    async def change_registry(
+        self,
+        folded: Folded[S],
+        decide: Callable[[S], E],
+        expect: Callable[[S], Expectation],
+        msg_id: str,
+        key: IdempotencyKey | None = None,
+    ) -> tuple[E | Event, Appended]:
+        """A change to a registry (devices, links, orgs): one at a time per process, appended only if
+        no other change landed since the registry was read, a 404 deciding again once caught up
+        (another replica may have just created the target), and answered as its first try was."""
+        async with folded.changes:
+            event, appended = await self.decide_and_append(
+                folded, decide, expect, msg_id, key=key, maybe_news=[404]
+            )
+            await folded.catch_up(self.js)
+        return await self.original(appended, event, key), appended
+
     async def event_at(self, seq: int) -> Event:
         return decode_event(await get_event_data(self.js, seq))
 

@@ -52,13 +52,8 @@ async def _append_device_event(
     msg_id: str,
     key: IdempotencyKey | None = None,
 ) -> tuple[DeviceEvent | Event, int]:
-    """Append a device event (one change at a time per process), answered as its first try was."""
-    async with ingest.devices.changes:
-        event, appended = await ingest.decide_and_append(
-            ingest.devices, decide, _devices_expectation, msg_id, key=key, maybe_news=[404]
-        )
-        await ingest.devices.catch_up(ingest.js)
-    return await ingest.original(appended, event, key), appended.seq
+    event, appended = await ingest.change_registry(ingest.devices, decide, _devices_expectation, msg_id, key)
+    return event, appended.seq
 
 
 async def _new_token(ingest: Ingest, device_id: int, token_hash: str, request_id: str | None) -> Reply:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from services.ingest.context import Ingest, msg_id_for
-from services.ingest.idempotency import ADMIN, IdempotencyKey, idempotency_key
+from services.ingest.idempotency import ADMIN, idempotency_key
 from services.ingest.links import (
     CREATED_SUBJECT,
     DELETED_SUBJECT,
@@ -25,7 +25,7 @@ from services.ingest.links import (
     updated,
 )
 from services.ingest.rejected import Rejected
-from shared.bus import Appended, Expectation
+from shared.bus import Expectation
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
 from shared.events import Event, LinkCreated, LinkUpdated, LinkUsed, new_event_id, now
 
@@ -36,22 +36,6 @@ def _created_expectation(registry: LinkRegistry) -> Expectation:
 
 def _deleted_expectation(registry: LinkRegistry) -> Expectation:
     return Expectation(DELETED_SUBJECT, registry.last_deleted_seq)
-
-
-async def _change(
-    ingest: Ingest,
-    decide: Callable[[LinkRegistry], Event],
-    expect: Callable[[LinkRegistry], Expectation],
-    msg_id: str,
-    key: IdempotencyKey | None,
-) -> tuple[Event, Appended]:
-    """A registry change: one at a time per process, answered as the first of its retries was."""
-    async with ingest.links.changes:
-        event, appended = await ingest.decide_and_append(
-            ingest.links, decide, expect, msg_id, key=key, maybe_news=[404]
-        )
-        await ingest.links.catch_up(ingest.js)
-    return await ingest.original(appended, event, key), appended
 
 
 async def _existing_link(ingest: Ingest, link_id: int) -> Link:
@@ -74,8 +58,8 @@ async def handle_create_link(ingest: Ingest, cmd: CreateLink) -> Reply:
     earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, LinkCreated):
         return _created_reply(earlier, 0)
-    event, appended = await _change(
-        ingest,
+    event, appended = await ingest.change_registry(
+        ingest.links,
         lambda registry: create_link(cmd, registry, event_id=new_event_id(), at=now()),
         _created_expectation,
         msg_id_for(cmd, key),
@@ -98,7 +82,9 @@ async def handle_update_link(ingest: Ingest, cmd: UpdateLink) -> Reply:
         before["link"] = live_link(registry, cmd.link_id)
         return event
 
-    event, appended = await _change(ingest, decide, _deleted_expectation, msg_id_for(cmd, key), key)
+    event, appended = await ingest.change_registry(
+        ingest.links, decide, _deleted_expectation, msg_id_for(cmd, key), key
+    )
     assert isinstance(event, LinkUpdated)
     if appended.duplicate:
         return Reply(
@@ -112,8 +98,8 @@ async def handle_delete_link(ingest: Ingest, cmd: DeleteLink) -> Reply:
     # No replay of an earlier outcome: the link is checked first, so a repeat is plainly 404.
     await _existing_link(ingest, cmd.link_id)
     key = idempotency_key(cmd, ADMIN, f"link:{cmd.link_id}")
-    _, appended = await _change(
-        ingest,
+    _, appended = await ingest.change_registry(
+        ingest.links,
         lambda registry: delete_link(cmd, registry, event_id=new_event_id(), at=now()),
         _deleted_expectation,
         msg_id_for(cmd, key),

@@ -87,22 +87,6 @@ async def _decide_and_append(
     return await ingest.original(appended, event, key), appended
 
 
-async def _new_id(
-    ingest: Ingest,
-    decide: Callable[[MeteringRegistry], Event],
-    expect: Callable[[MeteringRegistry], Expectation],
-    msg_id: str,
-    key: IdempotencyKey | None,
-) -> tuple[Event, Appended]:
-    """A new org or principal: appended only if no other one was created since the registry was read."""
-    async with ingest.metering.changes:
-        event, appended = await ingest.decide_and_append(
-            ingest.metering, decide, expect, msg_id, key=key, maybe_news=[404]
-        )
-        await ingest.metering.catch_up(ingest.js)
-    return await ingest.original(appended, event, key), appended
-
-
 def org_result(event: OrgCreated) -> dict[str, Any]:
     return {
         "id": event.org_id,
@@ -120,8 +104,8 @@ async def handle_create_org(ingest: Ingest, cmd: CreateOrg) -> Reply:
     earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, OrgCreated):
         return Reply(status=201, result=org_result(earlier))
-    event, appended = await _new_id(
-        ingest,
+    event, appended = await ingest.change_registry(
+        ingest.metering,
         lambda registry: create_org(cmd, registry, event_id=new_event_id(), at=now()),
         lambda registry: Expectation(ORG_CREATED_SUBJECT, registry.last_org_seq),
         msg_id_for(cmd, key),
@@ -141,8 +125,8 @@ async def handle_add_principal(ingest: Ingest, cmd: AddPrincipal) -> Reply:
     earlier = await ingest.earlier_outcome(key)
     if isinstance(earlier, PrincipalAdded):
         return Reply(status=201, result=principal_result(earlier))
-    event, appended = await _new_id(
-        ingest,
+    event, appended = await ingest.change_registry(
+        ingest.metering,
         lambda registry: add_principal(cmd, registry, event_id=new_event_id(), at=now()),
         lambda registry: Expectation(PRINCIPAL_ADDED_SUBJECT, registry.last_principal_seq),
         msg_id_for(cmd, key),
