@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
+
 from services.ingest.rejected import Rejected
 from shared.commands import (
     DeleteMediaUsage,
@@ -435,12 +437,45 @@ def record_print(cmd: RecordPrintUsages, *, event_id: str, at: datetime) -> Medi
     return _recorded("print", groups, cmd, event_id, at)
 
 
-def record_syndication(cmd: RecordSyndicationUsage, *, event_id: str, at: datetime) -> MediaUsagesRecorded:
+def _data(cmd: RecordSyndicationUsage | RecordFrontUsage | RecordDownloadUsage) -> tuple[Body, Problems]:
+    """The ``data`` object of a single-usage command, and where its field problems are gathered."""
     problems = Problems()
     data = _root(cmd.data, "data", problems)
     if data is None:
         problems.raise_any()
     assert data is not None
+    return data, problems
+
+
+def _single_usage(
+    cmd: RecordSyndicationUsage | RecordFrontUsage | RecordDownloadUsage,
+    platform: str,
+    usage: RecordedUsage,
+    *,
+    event_id: str,
+    at: datetime,
+) -> MediaUsagesRecorded:
+    """A usage of one of the platforms whose command reports exactly one: a group of its own."""
+    group = UsageGroup(usage.grouping, usage.status, (usage,))
+    return _recorded(platform, [group], cmd, event_id, at)
+
+
+def _usage(
+    platform: str, grouping: str, media_id: str, status: str, name: str, date_added: datetime, *id_parts: str
+) -> RecordedUsage:
+    return RecordedUsage(
+        usage_id=usage_id(grouping, media_id, *id_parts, status),
+        grouping=grouping,
+        media_id=media_id,
+        platform=platform,
+        status=status,
+        references=(UsageReference(platform, name=name),),
+        date_added=date_added,
+    )
+
+
+def record_syndication(cmd: RecordSyndicationUsage, *, event_id: str, at: datetime) -> MediaUsagesRecorded:
+    data, problems = _data(cmd)
     partner = data.text("partnerName", limit=MAX_ID)
     syndicated_by = data.text("syndicatedBy", required=False, limit=MAX_ID)
     start_pending = data.flag("startPending")
@@ -450,53 +485,29 @@ def record_syndication(cmd: RecordSyndicationUsage, *, event_id: str, at: dateti
     assert partner is not None and media_id is not None and date_added is not None
     status = "pending" if start_pending else "syndicated"
     grouping = f"syndication/{md5(partner, media_id)}"
-    parts = [media_id, partner, *([syndicated_by] if syndicated_by else []), status]
-    usage = RecordedUsage(
-        usage_id=usage_id(grouping, *parts),
-        grouping=grouping,
-        media_id=media_id,
-        platform="syndication",
-        status=status,
-        references=(UsageReference("syndication", name=partner),),
-        date_added=date_added,
-        syndication_usage_metadata=SyndicationUsageMetadata(partner, syndicated_by),
-    )
-    return _recorded("syndication", [UsageGroup(grouping, status, (usage,))], cmd, event_id, at)
+    by = [syndicated_by] if syndicated_by else []
+    usage = _usage("syndication", grouping, media_id, status, partner, date_added, partner, *by)
+    metadata = SyndicationUsageMetadata(partner, syndicated_by)
+    usage = msgspec.structs.replace(usage, syndication_usage_metadata=metadata)
+    return _single_usage(cmd, "syndication", usage, event_id=event_id, at=at)
 
 
 def record_front(cmd: RecordFrontUsage, *, event_id: str, at: datetime) -> MediaUsagesRecorded:
-    problems = Problems()
-    data = _root(cmd.data, "data", problems)
-    if data is None:
-        problems.raise_any()
-    assert data is not None
+    data, problems = _data(cmd)
     added_by, front = data.text("addedBy", limit=MAX_ID), data.text("front")
     media_id, date_added = data.ident("mediaId"), data.time("dateAdded")
     problems.raise_any()
     assert added_by is not None and front is not None and media_id is not None and date_added is not None
     # Nobody knows whether a front is live or a draft: the original says "unknown".
-    status = "unknown"
     grouping = f"front/{md5(media_id, front)}"
-    usage = RecordedUsage(
-        usage_id=usage_id(grouping, media_id, front, status),
-        grouping=grouping,
-        media_id=media_id,
-        platform="front",
-        status=status,
-        references=(UsageReference("front", name=front),),
-        date_added=date_added,
-        front_usage_metadata=FrontUsageMetadata(added_by, front),
-    )
-    return _recorded("front", [UsageGroup(grouping, status, (usage,))], cmd, event_id, at)
+    usage = _usage("front", grouping, media_id, "unknown", front, date_added, front)
+    usage = msgspec.structs.replace(usage, front_usage_metadata=FrontUsageMetadata(added_by, front))
+    return _single_usage(cmd, "front", usage, event_id=event_id, at=at)
 
 
 def record_download(cmd: RecordDownloadUsage, *, event_id: str, at: datetime) -> MediaUsagesRecorded:
     """Each download is its own usage: its time is part of its grouping."""
-    problems = Problems()
-    data = _root(cmd.data, "data", problems)
-    if data is None:
-        problems.raise_any()
-    assert data is not None
+    data, problems = _data(cmd)
     by, media_id, date_added = (
         data.text("downloadedBy", limit=MAX_ID),
         data.ident("mediaId"),
@@ -504,19 +515,10 @@ def record_download(cmd: RecordDownloadUsage, *, event_id: str, at: datetime) ->
     )
     problems.raise_any()
     assert by is not None and media_id is not None and date_added is not None
-    status = "downloaded"
     grouping = f"download/{md5(media_id, by, epoch_millis(date_added))}"
-    usage = RecordedUsage(
-        usage_id=usage_id(grouping, media_id, by, status),
-        grouping=grouping,
-        media_id=media_id,
-        platform="download",
-        status=status,
-        references=(UsageReference("download", name=by),),
-        date_added=date_added,
-        download_usage_metadata=DownloadUsageMetadata(by),
-    )
-    return _recorded("download", [UsageGroup(grouping, status, (usage,))], cmd, event_id, at)
+    usage = _usage("download", grouping, media_id, "downloaded", by, date_added, by)
+    usage = msgspec.structs.replace(usage, download_usage_metadata=DownloadUsageMetadata(by))
+    return _single_usage(cmd, "download", usage, event_id=event_id, at=at)
 
 
 def new_status(cmd: UpdateMediaUsageStatus) -> str:
