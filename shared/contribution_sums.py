@@ -14,11 +14,22 @@ RECORD_TYPES = {kind: name for name, kind in KIND_OF.items()}
 KIND_COLUMNS: dict[int, tuple[int, ...]] = {1: (0, 1), 2: (0, 2, 3, 4, 5, 6), 3: (0,), 4: (0,), 5: (0,)}
 
 # Rollups: which parts of (project type, module, company, user) a row is keyed by.
-BY_MODULE_COMPANY_USER, BY_MODULE, BY_COMPANY, BY_USER, BY_PROJECT_TYPE_USER, BY_PROJECT_TYPE_COMPANY = range(
-    6
-)
-ALL_ROLLUPS = frozenset(range(6))
-PROJECT_TYPE_ROLLUPS = frozenset({BY_PROJECT_TYPE_USER, BY_PROJECT_TYPE_COMPANY})
+(
+    BY_MODULE_COMPANY_USER,
+    BY_MODULE,
+    BY_COMPANY,
+    BY_USER,
+    BY_PROJECT_TYPE_USER,
+    BY_PROJECT_TYPE_COMPANY,
+    BY_PROJECT_TYPE,
+) = range(7)
+ALL_ROLLUPS = frozenset(range(7))
+PROJECT_TYPE_ROLLUPS = frozenset({BY_PROJECT_TYPE_USER, BY_PROJECT_TYPE_COMPANY, BY_PROJECT_TYPE})
+# The rollups that also keep day rows, so that the days a span ends in are read at the grain of the
+# answer: the finest key (any filter), and those of the answers with a row per engineer, or one row,
+# whose day rows would otherwise be thousands of finest rows added up per request. Modules and
+# companies are few enough to add up from the finest days.
+DAY_ROLLUPS = frozenset({BY_MODULE_COMPANY_USER, BY_USER, BY_PROJECT_TYPE_USER, BY_PROJECT_TYPE})
 
 DAY = 86_400
 # Records must fall in [1900-01-01, 2200-01-01): wide enough for any real history, and it keeps the

@@ -20,10 +20,12 @@ from shared.contribution_sums import (
     BY_COMPANY,
     BY_MODULE,
     BY_MODULE_COMPANY_USER,
+    BY_PROJECT_TYPE,
     BY_PROJECT_TYPE_COMPANY,
     BY_PROJECT_TYPE_USER,
     BY_USER,
     COLUMNS,
+    DAY_ROLLUPS,
     RECORD_TYPES,
     Through,
     through,
@@ -100,6 +102,7 @@ ROLLUP_KEYS: dict[int, set[str]] = {
     BY_USER: {"user_id"},
     BY_PROJECT_TYPE_USER: {"project_type", "user_id"},
     BY_PROJECT_TYPE_COMPANY: {"project_type", "company"},
+    BY_PROJECT_TYPE: {"project_type"},
 }
 
 
@@ -126,7 +129,9 @@ def plan(sel: Selection, group: str | None) -> _Plan:
             rollup = {"module": BY_MODULE, "company": BY_COMPANY, "user_id": BY_USER}[next(iter(dims))]
             return _Plan(rollup, equal, False)
         return _Plan(BY_MODULE_COMPANY_USER, equal, False)
-    # A project type: its own rollups when the answer is by user or by company alone.
+    # A project type: its own rollups when the answer is one row, or by user or by company alone.
+    if not dims:
+        return _Plan(BY_PROJECT_TYPE, (("project_type", sel.project_type or ""),), False)
     if dims <= {"user_id"}:
         return _Plan(BY_PROJECT_TYPE_USER, (("project_type", sel.project_type or ""), *equal), False)
     if dims <= {"company"}:
@@ -224,7 +229,8 @@ def _totals_sql(
     """``SELECT g, kind, <one total per column>`` over the selection, zero totals included.
 
     Whole months come from the rollup whose key starts with the filters; the days of the months the
-    span ends in from the day sums of the finest key; a part of a day from the records."""
+    span ends in from the day sums of that rollup when it keeps days, else of the finest key; a part
+    of a day from the records."""
     p = plan(sel, group)
     hi: Through | None = None if sel.hi is None else through(sel.hi)
     lo: Through | None = None if sel.lo is None else through(sel.lo - 1)
@@ -235,11 +241,11 @@ def _totals_sql(
             continue
         if end.whole_day > 0:
             day = sql.arg(end.whole_day)
-            where = [
-                f"month = {sql.arg(end.whole_month)}",
-                _kinds(sql, kinds),
-                *_finest_filters(sql, sel, "company"),
-            ]
+            where = [f"month = {sql.arg(end.whole_month)}", _kinds(sql, kinds)]
+            if p.rollup in DAY_ROLLUPS:  # the days at the grain of the months
+                where += [f"rollup = {p.rollup}", *_rollup_filters(sql, p, sel)]
+            else:
+                where += ["rollup = 0", *_finest_filters(sql, sel, "company")]
             parts.append(
                 f"SELECT {g} AS g, kind, "
                 + ", ".join(f"{sign}contribution_through(days, {c}, {day})" for c in columns)

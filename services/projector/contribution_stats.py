@@ -2,7 +2,7 @@
 and applying a batch's additions and removals to the stored rows.
 
 Each (rollup, kind, key) has one row: the months it has records in and, aligned with them, running
-totals; the finest key (module, company, user) also has one row per month with records, by day. A
+totals; the keys of the day rollups (``DAY_ROLLUPS``) also have one row per month with records, by day. A
 total over any span is then a difference of two running totals, whatever the span's length (see
 ``contributions_read``), and a row is as long as its key's active months, not its history. A row
 holds only what its records add up to, so the rows are the same however the records arrived.
@@ -23,17 +23,19 @@ from shared.contribution_sums import (
     BY_COMPANY,
     BY_MODULE,
     BY_MODULE_COMPANY_USER,
+    BY_PROJECT_TYPE,
     BY_PROJECT_TYPE_COMPANY,
     BY_PROJECT_TYPE_USER,
     BY_USER,
     COLUMNS,
+    DAY_ROLLUPS,
     KIND_COLUMNS,
     KIND_OF,
 )
 from shared.db import Conn
 
 SumKey = tuple[int, int, str, str, str, str]  # rollup, kind, project type, module, company, user
-DayKey = tuple[int, int, str, str, str]  # kind, month, module, company, user
+DayKey = tuple[int, int, int, str, str, str, str]  # rollup, kind, month, project type, module, company, user
 Values = dict[int, list[int]]  # period (month, or day of month) -> one value per column
 
 
@@ -75,6 +77,7 @@ def sum_keys(c: Counted, project_types: Sequence[str], rollups: frozenset[int] =
     for p in project_types:
         keys.append((BY_PROJECT_TYPE_USER, c.kind, p, "", "", c.user_id))
         keys.append((BY_PROJECT_TYPE_COMPANY, c.kind, p, "", c.company, ""))
+        keys.append((BY_PROJECT_TYPE, c.kind, p, "", "", ""))
     return [k for k in keys if k[0] in rollups]
 
 
@@ -95,20 +98,21 @@ class Deltas:
         v = [sign * x for x in vector(c)]
         tm = time.gmtime(c.date)
         month = tm.tm_year * 12 + tm.tm_mon - 1  # as month_of, without a second gmtime
-        months = self.months
+        months, days = self.months, self.days
         for key in sum_keys(c, project_types, rollups):
             values = months.get(key)
             if values is None:
                 months[key] = {month: list(v)}
             else:
                 _add(values, month, v)
-        if BY_MODULE_COMPANY_USER in rollups:
-            day_key = (c.kind, month, c.module, c.company, c.user_id)
-            days = self.days.get(day_key)
-            if days is None:
-                self.days[day_key] = {tm.tm_mday: list(v)}
-            else:
-                _add(days, tm.tm_mday, v)
+            if key[0] in DAY_ROLLUPS:
+                rollup, kind, project_type, module, company, user_id = key
+                day_key = (rollup, kind, month, project_type, module, company, user_id)
+                in_month = days.get(day_key)
+                if in_month is None:
+                    days[day_key] = {tm.tm_mday: list(v)}
+                else:
+                    _add(in_month, tm.tm_mday, v)
 
     def __bool__(self) -> bool:
         return bool(self.months)
@@ -175,8 +179,8 @@ def updated(kind: int, row: Running | None, deltas: Mapping[int, Sequence[int]])
 
 _MONTH_KEY = ("rollup", "kind", "project_type", "module", "company", "user_id")
 _MONTH_TYPES = ("smallint", "smallint", "text", "text", "text", "text")
-_DAY_KEY = ("kind", "month", "module", "company", "user_id")
-_DAY_TYPES = ("smallint", "integer", "text", "text", "text")
+_DAY_KEY = ("rollup", "kind", "month", "project_type", "module", "company", "user_id")
+_DAY_TYPES = ("smallint", "smallint", "integer", "text", "text", "text", "text")
 # The binary COPY kinds of the key types, and of the periods and value columns after the key.
 _COPY_KINDS = {"smallint": "int2", "integer": "int4", "text": "text"}
 _VALUE_KINDS = ("int4[]", "int4[]", "int8[]", "int4[]", "int4[]", "int4[]", "int4[]", "int4[]")
@@ -239,7 +243,7 @@ async def _apply(
 
 async def apply_deltas(conn: Conn, deltas: Deltas) -> None:
     await _apply(conn, "contribution_month_sums", _MONTH_KEY, _MONTH_TYPES, "months", deltas.months, 1)
-    await _apply(conn, "contribution_day_sums", _DAY_KEY, _DAY_TYPES, "days", deltas.days, 0)
+    await _apply(conn, "contribution_day_sums", _DAY_KEY, _DAY_TYPES, "days", deltas.days, 1)
 
 
 def deltas_of(

@@ -295,12 +295,12 @@ async def _project_types_of(conn: Conn, modules: set[str], leave_out: set[str]) 
 async def _rebuild_project_types(conn: Conn, ptypes: set[str]) -> None:
     """Sum the project types whose modules changed again, from the records."""
     names = sorted(ptypes)
-    await conn.execute(
-        "DELETE FROM contribution_month_sums"
-        " WHERE rollup = ANY($1::smallint[]) AND project_type = ANY($2::text[])",
-        sorted(PROJECT_TYPE_ROLLUPS),
-        names,
-    )
+    for table in ("contribution_month_sums", "contribution_day_sums"):
+        await conn.execute(
+            f"DELETE FROM {table} WHERE rollup = ANY($1::smallint[]) AND project_type = ANY($2::text[])",
+            sorted(PROJECT_TYPE_ROLLUPS),
+            names,
+        )
     members = await conn.fetch(
         "SELECT module, project_type FROM contribution_project_type_modules"
         " WHERE project_type = ANY($1::text[])",

@@ -3,10 +3,14 @@ after directory changes that moved records between users, companies and project 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 from nats.js import JetStreamContext
 
+import shared.migrations
 from services.gateway import keys
+from services.projector.consumer import lock_batches
 from services.projector.contributions import TABLES
 from services.projector.projections import PROJECTIONS
 from services.projector.rebuild import rebuild
@@ -28,7 +32,7 @@ KEYS = {
     "contribution_project_type_modules": "project_type, module",
     "contribution_records": "primary_key",
     "contribution_month_sums": "rollup, kind, project_type, module, company, user_id",
-    "contribution_day_sums": "kind, month, module, company, user_id",
+    "contribution_day_sums": "rollup, kind, month, project_type, module, company, user_id",
 }
 
 
@@ -84,3 +88,36 @@ async def test_rebuild_gives_identical_rows(client: Client, js: JetStreamContext
         ("OldCo", 2),
         ("*independent", 1),
     ]
+
+
+# The rows migration 0010 adds up from those that were there, rather than replaying the stream.
+BACKFILLED = {
+    "contribution_day_sums": "rollup <> 0",
+    "contribution_month_sums": "rollup = 6",
+}
+
+
+async def test_migration_backfill_gives_the_projectors_rows(client: Client, js: JetStreamContext) -> None:
+    """The statements migration 0010 filled the new rollups with, run on a model the projector built
+    (after directory changes moved records between project types), give the projector's rows."""
+    migration = Path(shared.migrations.__file__).parent / "0010_contribution_day_rollups.sql"
+    backfill = migration.read_text().split("-- backfill:", 1)[1].split("\n", 1)[1]
+    await load(client)
+    await change_the_directory(client)
+    conn = await asyncpg.connect(client.app[keys.SETTINGS].database_url)
+    try:
+        await projected(conn, js)
+        tables = {t: KEYS[t] for t in BACKFILLED}
+        async with conn.transaction():
+            await lock_batches(conn, "contributions")  # the live projector waits
+            for table, rows in BACKFILLED.items():
+                assert await conn.fetchval(f"SELECT count(*) FROM {table} WHERE {rows}") > 3, table
+            before = await dump_tables(conn, tables)
+            for table, rows in BACKFILLED.items():
+                await conn.execute(f"DELETE FROM {table} WHERE {rows}")
+            await conn.execute(backfill)
+            after = await dump_tables(conn, tables)
+        for table in tables:
+            assert after[table] == before[table], table
+    finally:
+        await conn.close()

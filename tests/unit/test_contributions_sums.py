@@ -25,10 +25,12 @@ from services.projector.activity import (
 from services.projector.contribution_stats import Counted, DayKey, Deltas, Running, SumKey, updated, vector
 from shared.contribution_sums import (
     BY_MODULE_COMPANY_USER,
+    BY_PROJECT_TYPE,
     BY_PROJECT_TYPE_USER,
     BY_USER,
     COLUMNS,
     DAY,
+    DAY_ROLLUPS,
     day_of_month,
     day_start,
     month_of,
@@ -63,7 +65,7 @@ def store(rows: Rows, deltas: Deltas) -> Rows:
         else:
             months[key] = row
     for day_key, values in deltas.days.items():
-        row = updated(day_key[0], days.get(day_key), values)
+        row = updated(day_key[1], days.get(day_key), values)
         if row is None:
             days.pop(day_key, None)
         else:
@@ -107,10 +109,21 @@ def read_total(rows: Rows, kept: list[Counted], key: SumKey, column: int, t: int
     end = through(t)
     total = 0 if row is None else _at(row, column, end.whole_month - 1)
     if end.whole_day > 0:
-        # A month's days come from the finest key's rows, whatever the rollup (as the gateway reads them).
-        for (kind, month, module, company, user), day_row in days.items():
-            finest = Counted(kind, 0, module, company, user)
-            if month == end.whole_month and _key_of(finest, key):
+        # A month's days come from the key's own day rows when its rollup keeps days, else from the
+        # finest key's rows (as the gateway reads them).
+        own = key[0] in DAY_ROLLUPS
+        for day_key, day_row in days.items():
+            rollup, kind, month, *rest = day_key
+            if month != end.whole_month:
+                continue
+            if own:
+                found = (rollup, kind, *rest) == key
+            else:
+                _, module, company, user = rest
+                found = rollup == BY_MODULE_COMPANY_USER and _key_of(
+                    Counted(kind, 0, module, company, user), key
+                )
+            if found:
                 total += _at(day_row, column, end.whole_day)
     if end.part is not None:
         lo, hi = end.part
@@ -133,6 +146,8 @@ def _key_of(c: Counted, key: SumKey) -> bool:
         return (c.module, c.company, c.user_id) == (module, company, user)
     if rollup == BY_PROJECT_TYPE_USER:
         return c.module == "nova" and c.user_id == user
+    if rollup == BY_PROJECT_TYPE:
+        return c.module == "nova"
     return rollup == BY_USER and c.user_id == user
 
 
@@ -143,7 +158,9 @@ def test_a_span_read_from_running_totals_equals_counting(
 ) -> None:
     rows = build([(1, c) for c in kept], [5])
     lo, hi = min(a, b), max(a, b)
-    keys = [k for k in rows[0] if k[0] in (BY_MODULE_COMPANY_USER, BY_USER, BY_PROJECT_TYPE_USER)]
+    keys = [
+        k for k in rows[0] if k[0] in (BY_MODULE_COMPANY_USER, BY_USER, BY_PROJECT_TYPE_USER, BY_PROJECT_TYPE)
+    ]
     for key in keys:
         for column in range(len(COLUMNS)):
             expected = sum(
