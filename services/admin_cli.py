@@ -1,4 +1,4 @@
-"""The admin subcommands of every API (devices, links, orgs, keys, principals): writes are commands
+"""The admin subcommands of every API (devices, links, orgs, keys, principals, media): writes are commands
 sent to ingest over NATS, as the gateway sends them; reads come from the read models in Postgres.
 Each prints JSON on stdout; a refusal is one line on stderr and exit status 1."""
 
@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
-ADMIN_COMMANDS = ("devices", "links", "orgs", "keys", "principals")
+ADMIN_COMMANDS = ("devices", "links", "orgs", "keys", "principals", "media")
+# A media usage file is bounded as the gateway bounds the route's body (print records by the
+# configured USAGEHUB_MEDIA_PRINT_MAX_KB), and as deep.
+MEDIA_MAX_BYTES = 64 * 1024
+MEDIA_MAX_DEPTH = 32
+MEDIA_KINDS = ("digital", "print", "syndication", "front", "download")
 
 
 class AdminRefused(Exception):
@@ -184,6 +189,30 @@ def add_admin_parsers(sub: Any) -> None:
     p_add.add_argument("id")
     p_add.add_argument("--super-ops", action="store_true", help="may ask for every org's history (showAll)")
 
+    media = sub.add_parser(
+        "media",
+        help="media usage: record usages from a JSON file, delete them",
+        description="The media-usage API's writes. A file holds what the route's body would"
+        " (POST /usages/digital, /usages/print, /usages/syndication, /usages/front, /usages/download)."
+        " Example: usagehub media record front front.json",
+    ).add_subparsers(dest="action", required=True)
+    record = _action(
+        media,
+        "record",
+        "record the usages a JSON file describes, as the route of that kind would",
+        """usagehub media record syndication usage.json  (the file: {"data": {...}})""",
+    )
+    record.add_argument("kind", choices=MEDIA_KINDS)
+    record.add_argument("file", help="a JSON object shaped as the route's request body")
+    delete = _action(
+        media,
+        "delete",
+        "delete every usage of a media, or the one USAGE_ID",
+        "usagehub media delete 53b2098571e4e9f1d22e98b74db9a8bc5d060331",
+    )
+    delete.add_argument("media_id")
+    delete.add_argument("usage_id", nargs="?", default=None)
+
 
 async def _ask_ingest(settings: Settings, cmd: Any) -> Reply:
     """Send ``cmd`` to ingest over NATS, as the gateway does; AdminRefused says why if refused."""
@@ -254,6 +283,67 @@ async def _devices_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
     }
 
 
+def _depth(value: object) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _media_body(path: str, limit: int) -> dict[str, Any]:
+    """The file as a route's body: a JSON object, at most ``limit`` bytes; AdminRefused says why not."""
+    import msgspec
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as exc:
+        raise AdminRefused(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > limit:
+        raise AdminRefused(f"{path} is larger than {limit} bytes")
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise AdminRefused(f"{path} is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise AdminRefused(f"{path} must hold a JSON object")
+    if _depth(body) > MEDIA_MAX_DEPTH:
+        raise AdminRefused(f"{path} is nested more than {MEDIA_MAX_DEPTH} deep")
+    return body
+
+
+def _media_command(settings: Settings, args: argparse.Namespace, rid: str) -> Any:
+    """The command the route of ``args.kind`` would send for the file's body."""
+    from shared.commands.media import (
+        RecordDigitalUsages,
+        RecordDownloadUsage,
+        RecordFrontUsage,
+        RecordPrintUsages,
+        RecordSyndicationUsage,
+    )
+
+    if args.kind == "print":
+        body = _media_body(args.file, settings.media_print_max_kb * 1024)
+        return RecordPrintUsages(print_usage_records=body.get("printUsageRecords"), request_id=rid)
+    body = _media_body(args.file, MEDIA_MAX_BYTES)
+    if args.kind == "digital":
+        return RecordDigitalUsages(
+            content_id=body.get("contentId"),
+            status=body.get("status"),
+            media_ids=body.get("mediaIds"),
+            digital_usage_metadata=body.get("digitalUsageMetadata"),
+            references=body.get("references"),
+            request_id=rid,
+        )
+    kind = {"syndication": RecordSyndicationUsage, "front": RecordFrontUsage, "download": RecordDownloadUsage}
+    return kind[args.kind](data=body.get("data"), request_id=rid)
+
+
 def _found(what: str, found: dict[str, Any] | None) -> dict[str, Any]:
     if found is None:
         raise AdminRefused(f"no {what}")
@@ -263,6 +353,7 @@ def _found(what: str, found: dict[str, Any] | None) -> dict[str, Any]:
 async def _write(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """The command ``args`` ask for, sent to ingest; what to print."""
     from shared.commands import CreateLink, DeleteLink, RegenerateDeviceToken, RegisterDevice, UpdateLink
+    from shared.commands.media import DeleteMediaUsage, DeleteMediaUsages
     from shared.commands.metering import AddPrincipal, CreateOrg, IssueApiKey, RevokeApiKey
     from shared.logging import new_request_id
     from shared.secrets import hash_token, new_token
@@ -316,9 +407,19 @@ async def _write(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         case ("keys", "revoke"):
             reply = await _ask_ingest(settings, RevokeApiKey(key_id=args.key_id, request_id=rid))
             return dict(reply.result or {"revoked": args.key_id})
-        case _:
+        case ("principals", _):
             cmd = AddPrincipal(principal_id=args.id, super_ops=args.super_ops, request_id=rid)
             return dict((await _ask_ingest(settings, cmd)).result)
+        case ("media", "record"):
+            await _ask_ingest(settings, _media_command(settings, args, rid))
+            return {"recorded": args.kind}
+        case ("media", _) if args.usage_id is None:
+            await _ask_ingest(settings, DeleteMediaUsages(media_id=args.media_id, request_id=rid))
+            return {"deleted": args.media_id}
+        case _:
+            cmd = DeleteMediaUsage(media_id=args.media_id, usage_id=args.usage_id, request_id=rid)
+            await _ask_ingest(settings, cmd)
+            return {"deleted": args.media_id, "usage": args.usage_id}
 
 
 async def _query(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -363,7 +464,7 @@ async def run_admin(settings: Settings, args: argparse.Namespace) -> int:
         else:
             try:
                 answer = await _query(settings, args)
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise AdminRefused(f"the read models in Postgres cannot be read ({exc})") from None
     except AdminRefused as exc:
         print(f"usagehub: {exc}", file=sys.stderr)

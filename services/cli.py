@@ -41,7 +41,7 @@ async def _rebuild(settings: Settings, names: list[str], *, progress: bool) -> i
     try:
         js = nc.jetstream()
         try:
-            info = await js.stream_info(EVENTS_STREAM)
+            await js.stream_info(EVENTS_STREAM)
         except NotFoundError:
             print(
                 f"usagehub: the stream {EVENTS_STREAM} does not exist yet: start ingest first",
@@ -52,11 +52,11 @@ async def _rebuild(settings: Settings, names: list[str], *, progress: bool) -> i
             await migrate(conn)
             for name in names:
                 # The events to replay: the stream as it is now; the checkpoint is how far the replay is.
-                total = int(info.state.last_seq)
-                bar = ProgressBar(sys.stderr, f"rebuild {name}", "events", total, enabled=progress)
-                position = await rebuild(conn, js, PROJECTIONS[name], on_checkpoint=bar.update)
-                # The replay read the stream to its end: a projection's last event may come before it.
-                bar.finish(max(position, total))
+                total = int((await js.stream_info(EVENTS_STREAM)).state.last_seq)
+                with ProgressBar(sys.stderr, f"rebuild {name}", "events", total, enabled=progress) as bar:
+                    position = await rebuild(conn, js, PROJECTIONS[name], on_checkpoint=bar.update)
+                    # The replay read the stream to its end: a projection's last event may come before it.
+                    bar.finish(max(position, total))
                 print(f"rebuilt {name} up to stream position {position}")
         return 0
     finally:
@@ -95,8 +95,8 @@ async def _import_git(
 
     nc = await connect(require_running(settings, database=False), "usagehub-import")
     try:
-        bar = ProgressBar(sys.stderr, f"import {module}", "commits", 0, enabled=progress)
-        result = await import_git(nc, Path(path), module, branch, bar, settings.command_timeout)
+        with ProgressBar(sys.stderr, f"import {module}", "commits", 0, enabled=progress) as bar:
+            result = await import_git(nc, Path(path), module, branch, bar, settings.command_timeout)
     except GitError as exc:
         print(f"usagehub: {exc}", file=sys.stderr)
         return 2
@@ -124,8 +124,8 @@ async def _import_directory(settings: Settings, path: str, *, progress: bool) ->
         return 2
     nc = await connect(settings, "usagehub-import")
     try:
-        bar = ProgressBar(sys.stderr, "import directory", "entries", 0, enabled=progress)
-        result = await import_directory(nc, cmd, bar, settings.command_timeout)
+        with ProgressBar(sys.stderr, "import directory", "entries", 0, enabled=progress) as bar:
+            result = await import_directory(nc, cmd, bar, settings.command_timeout)
     except ImportFailed as exc:
         print(f"usagehub: import failed: {exc}", file=sys.stderr)
         return 1
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "  usagehub links list | jq '.items[].name'\n"
         "  usagehub orgs create acme --name Acme --time-zone Europe/Paris\n"
         "  KEY=$(usagehub keys add acme | jq -r .key)\n"
+        "  usagehub media record front front.json         the body of POST /usages/front, from a file\n"
         "  usagehub import git ~/src/project --module project\n"
         "  usagehub rebuild heartbeat                  replay a read model from the event log\n"
         "Each command has its own --help.",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from typing import TextIO
+from types import TracebackType
+from typing import Self, TextIO
 
 # A terminal is redrawn at most this often (seconds); a redraw per event would cost more than the work.
 REDRAW_EVERY = 0.1
@@ -86,6 +87,8 @@ class ProgressBar:
         # Nothing is written at the start: a plain line comes only once the work has taken a while.
         self._written = self._started if not self._tty else self._started - REDRAW_EVERY
         self._done = 0
+        # A bar drawn on a terminal and not ended yet: the cursor is still on its line.
+        self._open = False
 
     def _width(self) -> int:
         return shutil.get_terminal_size((100, 24)).columns - 1 if self._tty else 100
@@ -103,6 +106,7 @@ class ProgressBar:
         if self._tty:
             # Back to the start of the line, the new text, and the rest of the old one erased.
             self._stream.write("\r" + line + "\x1b[K" + ("\n" if finished else ""))
+            self._open = not finished
         else:
             self._stream.write(line + "\n")
         self._stream.flush()
@@ -124,3 +128,15 @@ class ProgressBar:
             self._done = done
         if self._enabled:
             self._write(finished=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Unfinished (the work failed): end the bar's line, so that the error has a line of its own."""
+        if self._open:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._open = False

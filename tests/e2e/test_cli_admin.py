@@ -17,6 +17,7 @@ from services.gateway import keys
 from shared.settings import Settings
 from tests.conftest import admin, with_settings
 from tests.integration.helpers import run_usagehub
+from tests.media_bodies import MEDIA, digital, print_record
 
 Client = TestClient[web.Request, web.Application]
 
@@ -160,3 +161,63 @@ async def test_reads_without_a_database_or_with_a_broken_one_are_one_line(
     unreachable = with_settings(settings, database_url="postgresql://nobody@127.0.0.1:1/none")
     code, out, err = await run_usagehub("links", "list", settings=unreachable)
     assert (code, out) == (1, "") and "the read models in Postgres cannot be read" in one_line(err)
+
+
+async def media_usages(client: Client) -> list[Any]:
+    resp = await client.get(f"/usages/media/{MEDIA}")
+    if resp.status == 404:
+        return []
+    assert resp.status == 200, await resp.text()
+    return list((await resp.json(content_type=None))["data"])
+
+
+async def settled(client: Client, count: int) -> list[Any]:
+    for _ in range(100):
+        usages = await media_usages(client)
+        if len(usages) == count:
+            return usages
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {count} usages of {MEDIA}, have {usages}")
+
+
+async def test_media_record_from_files_and_delete(client: Client, tmp_path: Path) -> None:
+    usagehub = cli(client.app[keys.SETTINGS])
+    files = {
+        "digital": digital(),
+        "print": {"printUsageRecords": [print_record()]},
+        "front": {
+            "data": {"addedBy": "ed", "front": "uk", "mediaId": MEDIA, "dateAdded": "2018-01-02T03:04:05Z"}
+        },
+    }
+    for kind, body in files.items():
+        (tmp_path / f"{kind}.json").write_text(json.dumps(body))
+        code, answer, err = await usagehub("media", "record", kind, str(tmp_path / f"{kind}.json"))
+        assert code == 0 and answer == {"recorded": kind}, err
+    usages = await settled(client, 3)
+    assert sorted(u["data"]["platform"] for u in usages) == ["digital", "front", "print"]
+
+    front = next(u["data"]["id"] for u in usages if u["data"]["platform"] == "front")
+    code, answer, err = await usagehub("media", "delete", MEDIA, front)
+    assert code == 0 and answer == {"deleted": MEDIA, "usage": front}, err
+    await settled(client, 2)
+    code, answer, err = await usagehub("media", "delete", MEDIA)
+    assert code == 0 and answer == {"deleted": MEDIA}, err
+    await settled(client, 0)
+
+    (tmp_path / "bad.json").write_text(json.dumps({"data": {"front": "uk"}}))
+    code, out, err = await usagehub("media", "record", "front", str(tmp_path / "bad.json"))
+    assert (code, out) == (1, "") and "(400)" in one_line(err)
+    (tmp_path / "text.json").write_text("not json")
+    code, _, err = await usagehub("media", "record", "front", str(tmp_path / "text.json"))
+    assert code == 1 and "is not JSON" in one_line(err)
+    (tmp_path / "big.json").write_text(json.dumps({"data": "x" * 70_000}))
+    code, _, err = await usagehub("media", "record", "syndication", str(tmp_path / "big.json"))
+    assert code == 1 and "larger than 65536 bytes" in one_line(err)
+    deep: Any = "x"
+    for _ in range(40):
+        deep = [deep]
+    (tmp_path / "deep.json").write_text(json.dumps({"data": deep}))
+    code, _, err = await usagehub("media", "record", "download", str(tmp_path / "deep.json"))
+    assert code == 1 and "nested more than 32 deep" in one_line(err)
+    code, _, err = await usagehub("media", "record", "front", str(tmp_path / "missing.json"))
+    assert code == 1 and "cannot read" in one_line(err)

@@ -123,3 +123,18 @@ def test_a_disabled_bar_writes_nothing() -> None:
     bar.update(5)
     bar.finish(10)
     assert log.getvalue() == ""
+
+
+def test_a_bar_left_unfinished_ends_its_line_so_an_error_has_its_own() -> None:
+    clock, tty = Clock(), Terminal()
+    try:
+        with ProgressBar(tty, "rebuild links", "events", 10, clock=clock) as bar:
+            bar.update(3)
+            raise OSError("lost")
+    except OSError:
+        tty.write("usagehub: lost\n")
+    assert tty.getvalue().endswith("\x1b[K\nusagehub: lost\n")
+    finished = Terminal()
+    with ProgressBar(finished, "rebuild links", "events", 10, clock=clock) as bar:
+        bar.finish(10)
+    assert finished.getvalue().count("\n") == 1
