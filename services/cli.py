@@ -189,9 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     status.add_argument("--json", action="store_true", help="one JSON document instead of the table")
     sub.add_parser(
-        "up", help="start everything in the foreground (embedded NATS/Postgres unless URLs are set)"
+        "up",
+        help="start everything in the foreground (embedded NATS/Postgres unless URLs are set)",
+        description="Start NATS and Postgres (embedded, under the data dir, unless USAGEHUB_NATS_URL"
+        " and USAGEHUB_DATABASE_URL name servers), ingest, the projector and the gateway, and say"
+        " where to open it once it is ready; Ctrl-C stops everything. Example: usagehub up",
     )
-    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser(
+        "migrate",
+        help="apply database migrations",
+        description="Apply the migrations Postgres does not have yet and name them (every service"
+        " also does this at start). Example: usagehub migrate",
+    )
     rebuild = sub.add_parser(
         "rebuild",
         help="drop read models and replay them from the event stream",
@@ -202,11 +211,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     rebuild.add_argument("projection", nargs="+", choices=[*sorted(PROJECTIONS), "all"])
     rebuild.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    sub.add_parser("quarantine", help="list events the projections set aside (see docs/operations.md)")
-    schema = sub.add_parser("schema", help="print the JSON Schema of every event")
+    sub.add_parser(
+        "quarantine",
+        help="list events the projections set aside (see docs/operations.md)",
+        description="Print each event a projection could not apply, as a JSON line: its projection,"
+        " stream position, subject, reason, and the hash and size of its bytes."
+        " Example: usagehub quarantine | jq -r .reason",
+    )
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of every event",
+        description="Print the JSON Schema of every event type (docs/events.md with --markdown)."
+        " Example: usagehub schema --markdown > docs/events.md",
+    )
     schema.add_argument("--markdown", action="store_true", help="as docs/events.md")
     authorization = sub.add_parser(
-        "nats-authorization", help="print the NATS server's users and permissions (authorization.conf)"
+        "nats-authorization",
+        help="print the NATS server's users and permissions (authorization.conf)",
+        description="Print the NATS server's authorization block: each service's user and what it may"
+        " publish and subscribe to. Example: usagehub nats-authorization --publisher media",
     )
     authorization.add_argument(
         "--publisher", action="append", default=[], help="also a named publisher (repeatable)"

@@ -48,12 +48,13 @@ def render_progress(
     percent = int(fraction * 100)  # floor: 100 % only once everything is done
     rate = done / elapsed if elapsed > 0 else 0.0
     if finished:
-        tail = f"in {_duration(elapsed)}"
+        tail = f"in {_duration(elapsed):>8}"
     elif rate > 0:
-        tail = f"ETA {_duration((total - done) / rate)}"
+        tail = f"ETA {_duration((total - done) / rate):>7}"
     else:
-        tail = "ETA ?"
-    numbers = f"{percent:3d}% {done}/{total} {what}  {_count(rate)}/s  {tail}"
+        tail = f"ETA {'?':>7}"
+    # Padded to the total's width and the rate's usual one, so that the bar keeps its length.
+    numbers = f"{percent:3d}% {done:>{len(str(total))}}/{total} {what}  {_count(rate):>5}/s  {tail}"
     room = width - len(label) - len(numbers) - 4  # the spaces and the brackets around the bar
     if room >= _MIN_BAR:
         filled = int(room * fraction)

@@ -20,7 +20,7 @@ def percent(line: str) -> int:
 def test_a_line_has_the_bar_the_share_the_counts_the_rate_and_the_eta() -> None:
     line = render_progress("rebuild links", 2500, 10_000, 2.0, "events", 80)
     assert line.startswith("rebuild links [")
-    assert " 25% 2500/10000 events  1.2k/s  ETA 0:06" in line
+    assert " 25%  2500/10000 events   1.2k/s  ETA    0:06" in line
     bar = line[line.index("[") + 1 : line.index("]")]
     assert set(bar) == {"#", "-"} and bar.count("#") == len(bar) // 4
     assert len(line) == 80
@@ -28,12 +28,14 @@ def test_a_line_has_the_bar_the_share_the_counts_the_rate_and_the_eta() -> None:
 
 def test_a_finished_line_says_how_long_it_took() -> None:
     line = render_progress("import demo", 7, 7, 75.0, "commits", 80, finished=True)
-    assert line.endswith("100% 7/7 commits  0.1/s  in 1:15")
+    assert line.endswith("100% 7/7 commits    0.1/s  in     1:15")
     assert "-" not in line[line.index("[") : line.index("]")]
 
 
 def test_before_any_rate_is_known_the_eta_is_unknown() -> None:
-    assert render_progress("rebuild x", 0, 50, 0.0, "events", 80).endswith("0% 0/50 events  0/s  ETA ?")
+    assert render_progress("rebuild x", 0, 50, 0.0, "events", 80).endswith(
+        "0%  0/50 events      0/s  ETA       ?"
+    )
 
 
 def test_nothing_to_do_is_done() -> None:
@@ -51,7 +53,7 @@ def test_long_durations_show_hours() -> None:
 
 def test_a_narrow_terminal_drops_the_bar_then_cuts_the_line() -> None:
     narrow = render_progress("rebuild heartbeat", 5, 10, 1.0, "events", 50)
-    assert "[" not in narrow and narrow.startswith("rebuild heartbeat  50% 5/10")
+    assert "[" not in narrow and narrow.startswith("rebuild heartbeat  50%  5/10")
     assert len(render_progress("rebuild heartbeat", 5, 10, 1.0, "events", 12)) == 12
 
 
@@ -99,7 +101,7 @@ def test_a_log_gets_an_occasional_plain_line_and_the_last_one() -> None:
     # 20 s of work: one line after PLAIN_LINE_EVERY seconds, one at 20 s, and the last one.
     assert PLAIN_LINE_EVERY == 10.0 and len(lines) == 3
     assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
-    assert lines[-1].endswith("100% 100/100 events  5/s  in 0:20")
+    assert lines[-1].endswith("100% 100/100 events      5/s  in     0:20")
 
 
 def test_a_terminal_is_redrawn_in_place() -> None:
@@ -138,3 +140,9 @@ def test_a_bar_left_unfinished_ends_its_line_so_an_error_has_its_own() -> None:
     with ProgressBar(finished, "rebuild links", "events", 10, clock=clock) as bar:
         bar.finish(10)
     assert finished.getvalue().count("\n") == 1
+
+
+def test_the_bar_keeps_its_length_as_the_counts_grow() -> None:
+    lines = [render_progress("rebuild x", done, 50_000, 1.5, "events", 90) for done in (0, 7, 512, 49_999)]
+    assert {len(line) for line in lines} == {90}
+    assert len({line.index("]") for line in lines}) == 1
