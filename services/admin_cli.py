@@ -5,6 +5,7 @@ Each prints JSON on stdout; a refusal is one line on stderr and exit status 1.""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ ADMIN_COMMANDS = ("devices", "links", "orgs", "keys", "principals", "media")
 # configured USAGEHUB_MEDIA_PRINT_MAX_KB), and as deep.
 MEDIA_MAX_BYTES = 64 * 1024
 MEDIA_MAX_DEPTH = 32
+# A write waits this long for NATS (whose client otherwise waits for an unreachable server forever).
+CONNECT_WAIT = 10.0
 MEDIA_KINDS = ("digital", "print", "syndication", "front", "download")
 
 
@@ -222,7 +225,10 @@ async def _ask_ingest(settings: Settings, cmd: Any) -> Reply:
     from shared.bus import COMMANDS_PREFIX, connect
     from shared.commands import encoder, reply_decoder
 
-    nc = await connect(settings, "usagehub-cli")
+    try:
+        nc = await asyncio.wait_for(connect(settings, "usagehub-cli"), CONNECT_WAIT)
+    except TimeoutError:
+        raise AdminRefused(f"NATS does not answer (waited {CONNECT_WAIT:.0f} s)") from None
     try:
         msg = await nc.request(
             COMMANDS_PREFIX + type(cmd).__name__, encoder.encode(cmd), timeout=settings.command_timeout
@@ -233,7 +239,7 @@ async def _ask_ingest(settings: Settings, cmd: Any) -> Reply:
         await nc.close()
     reply = reply_decoder.decode(msg.data)
     if reply.status >= 400:
-        raise AdminRefused(f"{reply.error} ({reply.status})")
+        raise AdminRefused(f"{reply.error or 'refused'} ({reply.status})")
     return reply
 
 

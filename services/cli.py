@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from services.admin_cli import ADMIN_COMMANDS, add_admin_parsers, run_admin
@@ -275,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
-        configure_logging("cli", settings.log_format, settings.log_level)
+        # The other commands say what went wrong themselves, in one line: a library's warnings (NATS
+        # retrying an unreachable server twice a second) would bury it. USAGEHUB_LOG_LEVEL shows them.
+        quiet = args.command != "up" and "USAGEHUB_LOG_LEVEL" not in os.environ
+        configure_logging("cli", settings.log_format, "error" if quiet else settings.log_level)
         if args.command == "up":
             from services.local.supervisor import up
 
@@ -322,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     except BusRefused as exc:
         print(f"usagehub: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("usagehub: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from services.gateway import keys
+from services.local.servers import free_port
 from shared.settings import Settings
 from tests.conftest import admin, with_settings
 from tests.integration.helpers import run_usagehub
@@ -221,3 +222,13 @@ async def test_media_record_from_files_and_delete(client: Client, tmp_path: Path
     assert code == 1 and "nested more than 32 deep" in one_line(err)
     code, _, err = await usagehub("media", "record", "front", str(tmp_path / "missing.json"))
     assert code == 1 and "cannot read" in one_line(err)
+
+
+async def test_a_write_to_an_unreachable_nats_is_one_line_after_a_bounded_wait(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("USAGEHUB_LOG_LEVEL", raising=False)  # the CLI's own level: errors only
+    nowhere = with_settings(client.app[keys.SETTINGS], nats_url=f"nats://127.0.0.1:{free_port()}")
+    code, out, err = await run_usagehub("links", "add", "Docs", "https://example.org/", settings=nowhere)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == ["usagehub: NATS does not answer (waited 10 s)"]
