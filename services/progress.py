@@ -39,7 +39,7 @@ def _duration(seconds: float) -> str:
 def render_progress(
     label: str, done: int, total: int, elapsed: float, what: str, width: int, *, finished: bool = False
 ) -> str:
-    """One line: ``label [####----]  42% 4200/10000 events  1.2k/s  ETA 0:05``, at most ``width``
+    """One line: ``label [####----]  42%  4200/10000 events   1.2k/s  ETA    0:05``, at most ``width``
     characters. Work found larger than its estimate (events appended during a rebuild) raises the
     total rather than passing 100 %; a finished line shows the time taken instead of the ETA."""
     done = max(0, done)
