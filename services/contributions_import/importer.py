@@ -3,11 +3,9 @@ message, and send them to ingest as the gateway would, with a progress bar on lo
 
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -21,9 +19,16 @@ from services.contributions_import.git_history import (
     read_commits,
 )
 from services.contributions_import.git_log import commit_data, skip_reason
+from services.progress import ProgressBar
 from shared.bus import COMMANDS_PREFIX
 from shared.commands import Command, Reply, encoder, reply_decoder
-from shared.commands.contributions import CommitData, ImportCommits, SaveDirectory, split_directory
+from shared.commands.contributions import (
+    CommitData,
+    ImportCommits,
+    SaveDirectory,
+    directory_entries,
+    split_directory,
+)
 from shared.logging import new_request_id
 
 # NATS refuses messages over 1 MiB by default; stay well below, whatever the messages hold.
@@ -33,40 +38,6 @@ MAX_BATCH = 1000
 
 class ImportFailed(Exception):
     """Ingest refused or could not be reached; the message says why."""
-
-
-class Progress:
-    """A one-line bar on ``stream``, redrawn at most ten times a second."""
-
-    def __init__(self, stream: TextIO, enabled: bool, what: str) -> None:
-        self._stream = stream
-        self._enabled = enabled
-        self._what = what
-        self._drawn = 0.0
-
-    def update(self, done: int, total: int, *, force: bool = False) -> None:
-        if not self._enabled:
-            return
-        at = time.monotonic()
-        if not force and at - self._drawn < 0.1:
-            return
-        self._drawn = at
-        width = 30
-        filled = width if total <= 0 else min(width, width * done // total)
-        bar = "#" * filled + "-" * (width - filled)
-        self._stream.write(f"\r[{bar}] {done}/{total} {self._what}")
-        self._stream.flush()
-
-    def finish(self, done: int, total: int) -> None:
-        if self._enabled:
-            self.update(done, total, force=True)
-            self._stream.write("\n")
-            self._stream.flush()
-
-
-def progress_wanted(flag: bool | None, stream: TextIO = sys.stderr) -> bool:
-    """``--progress`` / ``--no-progress`` decide; without either, only when stderr is a terminal."""
-    return stream.isatty() if flag is None else flag
 
 
 async def send(nc: NATS, cmd: Command, command_timeout: float) -> Reply:
@@ -106,7 +77,7 @@ class GitImport:
 
 
 async def import_git(
-    nc: NATS, path: Path, module: str, branch: str | None, progress: Progress, command_timeout: float
+    nc: NATS, path: Path, module: str, branch: str | None, progress: ProgressBar, command_timeout: float
 ) -> GitImport:
     """Send every non-merge commit of ``branch`` (HEAD by default) in batches; ingest appends the
     ones it does not hold yet, so a second run appends only what is new."""
@@ -127,7 +98,7 @@ async def import_git(
             result.already_imported += int(reply.result.get("duplicates", 0))
         batch, size = [], 0
 
-    progress.update(0, total, force=True)
+    progress.update(0, total)
     async for commits in read_commits(path, revision):
         for commit in commits:
             result.commits += 1
@@ -143,7 +114,7 @@ async def import_git(
             batch.append(data)
             size += data_size
     await flush()
-    progress.finish(result.commits, total)
+    progress.finish(result.commits)
     return result
 
 
@@ -163,10 +134,16 @@ def read_directory_file(path: Path) -> SaveDirectory:
     return msgspec.structs.replace(cmd, idempotency_key=None, request_id=None, origin="http")
 
 
-async def import_directory(nc: NATS, cmd: SaveDirectory, command_timeout: float) -> dict[str, int]:
-    saved = unchanged = 0
+async def import_directory(
+    nc: NATS, cmd: SaveDirectory, progress: ProgressBar, command_timeout: float
+) -> dict[str, int]:
+    saved = unchanged = sent = 0
+    progress.update(0, directory_entries(cmd))
     for part in split_directory(cmd, MAX_COMMAND_BYTES):
         reply = await send(nc, part, command_timeout)
         saved += int(reply.result.get("saved", 0))
         unchanged += int(reply.result.get("unchanged", 0))
+        sent += directory_entries(part)
+        progress.update(sent)
+    progress.finish(sent)
     return {"saved": saved, "unchanged": unchanged}

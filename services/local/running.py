@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
 RUNNING_FILE = "running.json"
 
@@ -94,6 +94,25 @@ def reach_running(settings: Settings, user: str) -> Settings:
     if not settings.database_url:
         changes["database_url"] = running.database_url
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+
+
+NOTHING_RUNNING = (
+    " (no `usagehub up` runs from the data dir USAGEHUB_DATA_DIR, default .usagehub; start one with"
+    " `make up`, or name the servers in the environment)"
+)
+
+
+def require_running(settings: Settings, *, nats: bool = True, database: bool = True) -> Settings:
+    """``settings`` if they name the servers a command needs; otherwise SettingsError says which
+    is missing and how to start a system the command would find."""
+    missing = []
+    if nats and not settings.nats_url:
+        missing.append("USAGEHUB_NATS_URL is required")
+    if database and not settings.database_url:
+        missing.append("USAGEHUB_DATABASE_URL is required")
+    if missing:
+        raise SettingsError("; ".join(missing) + NOTHING_RUNNING)
+    return settings
 
 
 def running_url(settings: Settings) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nats.js import JetStreamContext
 
 from services.projector.consumer import apply_batch, lock_batches
@@ -14,9 +16,15 @@ REBUILD_BATCH = 5000
 
 
 async def rebuild(
-    conn: Conn, js: JetStreamContext, projection: Projection, batch: int = REBUILD_BATCH
+    conn: Conn,
+    js: JetStreamContext,
+    projection: Projection,
+    batch: int = REBUILD_BATCH,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> int:
     """Replay ``projection`` from the first event in one transaction; returns the new checkpoint.
+    ``on_checkpoint`` hears the checkpoint after each batch (the CLI's progress bar): no other
+    connection can, the replay being one transaction.
 
     The running projector waits on the same lock meanwhile, then skips what the replay covered.
     """
@@ -29,4 +37,6 @@ async def rebuild(
         async for deliveries in read_stream(js, projection.filters, batch=batch):
             # Nested: apply_batch's transaction becomes a savepoint inside this one.
             position = await apply_batch(conn, projection, deliveries)
+            if on_checkpoint is not None:
+                on_checkpoint(position)
     return position

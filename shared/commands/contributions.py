@@ -202,6 +202,11 @@ ContributionsCommand = (
 _SECTIONS = ("users", "companies", "releases", "repos", "project_types", "module_groups")
 
 
+def directory_entries(cmd: SaveDirectory) -> int:
+    """How many entries (users, companies, releases …) ``cmd`` holds: what an import counts."""
+    return sum(len(getattr(cmd, section)) for section in _SECTIONS)
+
+
 def split_directory(cmd: SaveDirectory, max_bytes: int) -> list[SaveDirectory]:
     """``cmd`` cut into commands of at most about ``max_bytes`` encoded, entries kept in order (a
     directory file can be larger than one NATS message)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,16 +53,23 @@ def processes_using(path: Path) -> list[str]:
     return found
 
 
-def start(data: Path, port: int, stderr: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+def up_environment(data: Path, port: int, secret: str | None = SECRET) -> dict[str, str]:
+    """The environment of a ``usagehub up`` of its own: this data dir and port, embedded servers
+    (no server URLs), JSON logs, and the admin secret unless ``secret`` is None."""
     env = {
         **os.environ,
         "USAGEHUB_DATA_DIR": str(data),
         "USAGEHUB_HTTP_PORT": str(port),
-        "USAGEHUB_SECRET_KEY": SECRET,
         "USAGEHUB_LOG_FORMAT": "json",
     }
-    for name in ("USAGEHUB_NATS_URL", "USAGEHUB_DATABASE_URL"):
+    for name in ("USAGEHUB_NATS_URL", "USAGEHUB_DATABASE_URL", "USAGEHUB_SECRET_KEY"):
         env.pop(name, None)
+    if secret is not None:
+        env["USAGEHUB_SECRET_KEY"] = secret
+    return env
+
+
+def start(env: dict[str, str], stderr: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services", "up"],
         env=env,
@@ -79,7 +87,7 @@ def stop(up: subprocess.Popen[bytes]) -> None:
 def test_up_runs_recovers_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     base = f"http://127.0.0.1:{port}"
-    up = start(data, port)
+    up = start(up_environment(data, port))
     try:
         wait_until(lambda: call(base + "/readyz"), 90)
         device = call(base + "/api/devices", "POST", {"Authorization": SECRET}, b'{"name": "Laptop"}')
@@ -104,7 +112,7 @@ def test_up_runs_recovers_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     assert up.returncode is not None
     assert processes_using(data) == []
 
-    up = start(data, port)
+    up = start(up_environment(data, port))
     try:
         wait_until(lambda: call(base + "/readyz"), 60)
         again = call(base + "/api/stats")
@@ -133,7 +141,7 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
 
     log = tmp_path / "up.log"
     with log.open("wb") as sink:
-        up = start(data, port, sink)
+        up = start(up_environment(data, port), sink)
     try:
         wait_until(lambda: call(base + "/readyz"), 90)
         running = data / "running.json"
@@ -160,6 +168,16 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
         rebuilt = usagehub(data, "rebuild", "heartbeat", "links")
         assert rebuilt.returncode == 0, rebuilt.stderr
         assert "rebuilt heartbeat up to stream position" in rebuilt.stdout
+        # Not a terminal: each replay's progress is a plain line, the last one saying it is done.
+        assert re.search(
+            r"^rebuild heartbeat \[#+\] 100% \d+/\d+ events .* in +\d+:\d\d$", rebuilt.stderr, re.M
+        )
+        # The reads find the running system's Postgres as the writes find its NATS.
+        links = usagehub(data, "links", "list")
+        assert links.returncode == 0, links.stderr
+        assert [link["name"] for link in json.loads(links.stdout)["items"]] == ["Docs"]
+        devices = json.loads(usagehub(data, "devices", "list").stdout)["items"]
+        assert [(d["name"], d["num_beats"]) for d in devices] == [("Laptop", 1), ("Printer", 2)]
         assert call(base + "/api/stats")["total_beats"] == 3
         status = usagehub(data, "status")
         assert status.returncode == 0, status.stdout + status.stderr
@@ -208,18 +226,9 @@ def test_usagehub_commands_find_the_system_up_runs(tmp_path: Path) -> None:
 
 
 def test_an_unset_admin_secret_is_one_warning_saying_what_it_turns_off(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("USAGEHUB_")}
-    env.update(USAGEHUB_DATA_DIR=str(tmp_path / "data"), USAGEHUB_HTTP_PORT=str(free_port()))
-    env["USAGEHUB_LOG_FORMAT"] = "json"
     log = tmp_path / "up.log"
     with log.open("wb") as sink:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "services", "up"],
-            env=env,
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
+        up = start(up_environment(tmp_path / "data", free_port(), secret=None), sink)
     try:
         deadline = time.monotonic() + 60
         while "USAGEHUB_SECRET_KEY is not set" not in log.read_text() and time.monotonic() < deadline:

@@ -47,6 +47,7 @@ async def test_a_default_data_file_is_saved_once(client: Client, services: Servi
     code, out, err = await run_usagehub("import", "directory", str(path), settings=cli)
     assert code == 0, err
     assert json.loads(out) == {"saved": 7, "unchanged": 0}
+    assert err.splitlines() == [err.splitlines()[0]] and " 100% 7/7 entries  " in err, err
     code, out, err = await run_usagehub("import", "directory", str(path), settings=cli)
     assert (code, json.loads(out)) == (0, {"saved": 0, "unchanged": 7}), err
     resp = await client.get("/api/1.0/releases")

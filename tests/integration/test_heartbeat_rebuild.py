@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import aiohttp
 import asyncpg
@@ -47,6 +48,8 @@ async def test_rebuild_gives_identical_rows(
     code, out, err = await run_usagehub("rebuild", "all", settings=settings)
     assert code == 0, err
     assert "rebuilt heartbeat" in out and "rebuilt idempotency" in out
+    # Each replay ends with its progress line: the whole stream as it was at the start, done.
+    assert re.search(r"^rebuild heartbeat \[#+\] 100% (\d+)/\1 events .*/s  in +\d+:\d\d$", err, re.M), err
 
     try:
         assert await dump_tables(conn, HEARTBEAT_TABLES) == before
