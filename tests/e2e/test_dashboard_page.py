@@ -3,12 +3,18 @@ projections' counters, an empty state that says what to do, and its icon within 
 
 from __future__ import annotations
 
+import asyncio
 import re
+from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from nats.js import JetStreamContext
 
-from tests.conftest import admin
+from tests.conftest import Services, admin
+from tests.integration.contributions_repos import fast_import_repo, projected
+from tests.integration.helpers import run_usagehub
 
 Client = TestClient[web.Request, web.Application]
 
@@ -87,3 +93,47 @@ async def test_the_favicon_is_served_and_allowed(client: Client) -> None:
     assert resp.status == 200 and resp.content_type == "image/svg+xml"
     assert (await resp.text()).startswith("<svg")
     assert "img-src 'self'" in resp.headers["Content-Security-Policy"]
+
+
+async def test_media_metering_and_contribution_panels_fill(
+    client: Client, services: Services, js: JetStreamContext, tmp_path: Path
+) -> None:
+    media = "53b2098571e4e9f1d22e98b74db9a8bc5d060331"
+    front = {
+        "addedBy": "e@example.com",
+        "front": "uk/sport",
+        "mediaId": media,
+        "dateAdded": "2018-01-02T03:04:05Z",
+    }
+    assert (await client.post("/usages/front", json={"data": front}, headers=admin())).status == 202
+    org = {"id": "acme", "name": "Acme <Ltd>", "time_zone": "Europe/Paris"}
+    assert (await client.post("/api/orgs", json=org, headers=admin())).status < 300
+    key = (await (await client.post("/api/orgs/acme/keys", json={}, headers=admin())).json())["key"]
+    for _ in range(3):
+        assert (await client.get("/api/links", headers={"X-Api-Key": key})).status == 200
+    fast_import_repo(tmp_path / "demo", commits=5, authors=2)
+    code, _, err = await run_usagehub(
+        "import", "git", str(tmp_path / "demo"), "--module", "demo", settings=services.settings
+    )
+    assert code == 0, err
+    conn = await asyncpg.connect(services.settings.database_url)
+    try:
+        await projected(conn, js)
+        for _ in range(100):  # the gateway sends its call counts every second
+            if await conn.fetchval("SELECT sum(calls) FROM api_call_counts") == 3:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+    page = await (await client.get("/")).text()
+    assert '<td>unknown</td><td>front</td><td class="num">1</td>' in page
+    assert f'href="/usages/media/{media}"' in page
+    calls = re.search(
+        r"<tr><td>Acme &lt;Ltd&gt;</td><td>lighthouse</td><td class=\"num\">3</td>.*?</tr>", page
+    )
+    assert calls, page
+    assert bars(page, "calls-acme-lighthouse")[-1] == 3 and 'href="/api/orgs/acme"' in calls.group(0)
+    # Five commits adding 1 + 2 + 3 + 4 + 5 lines, by two authors of no company.
+    assert '<tr><td>demo</td><td class="num">5</td><td class="num">15</td>' in page
+    assert '<tr><td>*independent</td><td class="num">5</td><td class="num">15</td>' in page
