@@ -1,8 +1,9 @@
 """What the dashboard shows, read in one snapshot, every query bounded (top N, fixed windows).
 
-The charts read the counters the projections fold for them (beats per device per minute and hour,
-API calls per quarter hour); the other panels read existing read models through their keys or
-indexes, within the last week or day. Nothing here scans the event stream or raw beats.
+The charts and the media panel read the counters the projections fold for them (beats per device
+per minute and hour, usages per status and platform, API calls per quarter hour); the other panels
+read existing read models through their keys or indexes, within the last week or day. Nothing
+here scans the event stream or raw beats.
 """
 
 from __future__ import annotations
@@ -175,10 +176,8 @@ async def read_board(pool: asyncpg.Pool, now: datetime) -> Board:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         devices, device_count = await _devices(conn, now)
         links, link_count = await _links(conn, now)
-        # The usages per status and platform: a count over the media read model (see docs/api.md).
         media = await conn.fetch(
-            "SELECT status, platform, count(*) AS usages FROM media_usages GROUP BY 1, 2"
-            " ORDER BY 3 DESC, 1, 2 LIMIT $1",
+            "SELECT status, platform, usages FROM media_usage_counts ORDER BY 3 DESC, 1, 2 LIMIT $1",
             MAX_MEDIA_GROUPS,
         )
         media_ids = await conn.fetch("SELECT DISTINCT media_id FROM media_usages ORDER BY 1 LIMIT 5")

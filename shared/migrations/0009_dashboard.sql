@@ -20,3 +20,13 @@ ALTER TABLE heartbeat_devices ADD COLUMN longest_absence_us bigint NOT NULL DEFA
 ALTER TABLE heartbeat_devices ADD COLUMN longest_absence_ended timestamptz;
 -- The metering panel reads the last day's quarter hours of every org: by time, not by org first.
 CREATE INDEX api_call_counts_by_bucket ON api_call_counts (bucket);
+-- Usages per status and platform, kept by the media projection beside media_usages (equal to a
+-- count of it at every commit): the media panel reads this, not the usages.
+CREATE TABLE media_usage_counts (
+    status text NOT NULL,
+    platform text NOT NULL,
+    -- No CHECK: a batch's decrease is proposed as a negative row before it meets the stored one (a
+    -- check would refuse it there); counts that reach zero are deleted.
+    usages bigint NOT NULL,
+    PRIMARY KEY (status, platform)
+);
