@@ -137,9 +137,9 @@ def heartbeat_panel(board: Board, view: dict[str, Any], base: str) -> str:
             (_device_row(d, now) for d in board.devices),
             "devices",
         )
-    absent = sorted((d for d in board.devices if d.longest_absence_us), key=lambda d: -d.longest_absence_us)[
-        :5
-    ]
+    # The devices shown whose longest absence is a second or more, longest first.
+    absent = [d for d in board.devices if d.longest_absence_us >= 1_000_000]
+    absent = sorted(absent, key=lambda d: -d.longest_absence_us)[:5]
     absences = ""
     if absent:
         absences = (

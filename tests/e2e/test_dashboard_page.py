@@ -137,3 +137,18 @@ async def test_media_metering_and_contribution_panels_fill(
     # Five commits adding 1 + 2 + 3 + 4 + 5 lines, by two authors of no company.
     assert '<tr><td>demo</td><td class="num">5</td><td class="num">15</td>' in page
     assert '<tr><td>*independent</td><td class="num">5</td><td class="num">15</td>' in page
+
+
+async def test_the_longest_absences_are_listed_in_human_durations(client: Client) -> None:
+    resp = await client.post("/api/devices", json={"name": "Laptop"}, headers=admin())
+    token = (await resp.json())["token"]
+    assert (await client.post("/api/beat", headers={"Authorization": token})).status == 200
+    page = await (await client.get("/")).text()
+    assert "Longest absences" not in page  # none of a second yet
+    await asyncio.sleep(1.2)
+    assert (await client.post("/api/beat", headers={"Authorization": token})).status == 200
+    page = await (await client.get("/")).text()
+    absences = re.search(r'<ol class="absences">(.*?)</ol>', page)
+    assert absences and re.fullmatch(
+        r"<li><strong>1 s</strong> Laptop, until [-0-9 :]+ UTC</li>", absences.group(1)
+    )
