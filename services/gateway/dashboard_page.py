@@ -14,6 +14,7 @@ from services.gateway.dashboard_read import (
     DAY,
     HOUR,
     LINK_DAYS,
+    MAX_DEVICES,
     MINUTE,
     Board,
     DeviceBoard,
@@ -57,9 +58,11 @@ def _status(online: bool) -> str:
     return f'<span class="status {word}"><span class="dot" aria-hidden="true"></span>{word}</span>'
 
 
-def _table(caption: str, head: Iterable[str], rows: Iterable[str], table_id: str = "") -> str:
+def _table(
+    caption: str, head: Iterable[str], rows: Iterable[str], table_id: str = "", extra: str = ""
+) -> str:
     cols = "".join(f'<th scope="col">{h}</th>' for h in head)
-    attr = f' id="{table_id}"' if table_id else ""
+    attr = (f' id="{table_id}"' if table_id else "") + extra
     return (
         f"<table{attr}><caption>{caption}</caption><thead><tr>{cols}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -87,13 +90,14 @@ def _device_row(d: DeviceBoard, now: datetime) -> str:
 
 def _empty_heartbeat(base: str) -> str:
     return (
-        '<div class="empty"><p><strong>No device yet.</strong> Register one, then let it beat '
-        "(the token is shown once, keep it):</p><pre><code>"
+        '<div class="empty" id="no-devices"><p><strong>No device yet.</strong> Register one, then let it '
+        "beat (the token is shown once, keep it):</p><pre><code>"
         + e(
             "usagehub devices add Laptop\n"
             "# or over HTTP, with the admin secret (USAGEHUB_SECRET_KEY):\n"
             'curl -s -X POST -H "Authorization: $USAGEHUB_SECRET_KEY"'
             f' -d \'{{"name": "Laptop"}}\' {base}/api/devices\n'
+            "# then, with TOKEN set to the token in the answer, as often as the device likes:\n"
             f'curl -s -X POST -H "Authorization: $TOKEN" {base}/api/beat'
         )
         + "</code></pre><p>The device shows up here at once; keep this page open to watch it.</p></div>"
@@ -116,27 +120,28 @@ def heartbeat_panel(board: Board, view: dict[str, Any], base: str) -> str:
     # Each term with its value in a <div>: one grid cell per figure.
     summary = '<dl class="summary">' + "".join(f"<div><dt>{t}</dt>{d}</div>" for t, d in items) + "</dl>"
     threshold = human_duration(int(ONLINE_WITHIN.total_seconds()))
+    more = board.device_count - len(board.devices)
+    caption = f"Devices, latest beat first (online: a beat within the last {threshold})"
+    if more > 0:
+        caption += f"; {more} more not shown"
+    # The table is there even when empty: the live script adds the devices registered meanwhile.
+    devices = _table(
+        caption,
+        [
+            "Device",
+            "Status",
+            "Last beat",
+            "Beats",
+            "Longest absence",
+            "Per minute, last hour",
+            "Per hour, last day",
+        ],
+        (_device_row(d, now) for d in board.devices),
+        "devices",
+        f' data-max="{MAX_DEVICES}"',
+    )
     if not board.devices:
-        devices = _empty_heartbeat(base)
-    else:
-        more = board.device_count - len(board.devices)
-        caption = f"Devices, latest beat first (online: a beat within the last {threshold})"
-        if more > 0:
-            caption += f"; {more} more not shown"
-        devices = _table(
-            caption,
-            [
-                "Device",
-                "Status",
-                "Last beat",
-                "Beats",
-                "Longest absence",
-                "Per minute, last hour",
-                "Per hour, last day",
-            ],
-            (_device_row(d, now) for d in board.devices),
-            "devices",
-        )
+        devices = _empty_heartbeat(base) + devices
     # The devices shown whose longest absence is a second or more, longest first.
     absent = [d for d in board.devices if d.longest_absence_us >= 1_000_000]
     absent = sorted(absent, key=lambda d: -d.longest_absence_us)[:5]
@@ -188,7 +193,7 @@ def links_panel(board: Board, base: str) -> str:
             "(its id is in the answer):</p><pre><code>"
             + e(
                 "usagehub links add Docs https://example.org\n"
-                f'curl -s -X POST -d \'{{"user": "ada"}}\' {base}/api/links/1/usage'
+                f"curl -s --data 'user=ada' {base}/api/links/1/usage"
             )
             + "</code></pre></div>"
         )

@@ -92,9 +92,44 @@ async def test_the_dashboard_fills_and_goes_live_without_errors(client: Client) 
             assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
             await page.screenshot(path=ARTIFACTS / "dashboard-after-beat.png", full_page=True)
 
+            # A device registered while the page is open appears, beats and charts included.
+            tablet = await _register(client, "Tablet")
+            await _beat(client, tablet)
+            added = page.locator('tr[data-id="2"]')
+            await expect(added.locator(".beats")).to_have_text("1", timeout=10_000)
+            await expect(added.locator(".status")).to_have_text("online")
+            assert await _chart_total(page, "bpm-2") == 1 and await _chart_total(page, "bph-2") == 1
+
             # Keyboard: the first Tab reaches the panel links.
             await page.keyboard.press("Tab")
             assert await page.evaluate("document.activeElement.getAttribute('href')") == "#heartbeat"
+        finally:
+            await browser.close()
+    assert errors == []
+
+
+async def test_a_new_users_first_device_appears_on_the_open_page(client: Client) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    async with async_playwright() as pw:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(str(client.make_url("/")))
+            await expect(page.locator("#no-devices")).to_contain_text("usagehub devices add")
+            await expect(page.locator("#live")).to_contain_text("live · updated", timeout=10_000)
+            await page.screenshot(path=ARTIFACTS / "dashboard-empty.png", full_page=True)
+
+            await _beat(client, await _register(client, "Laptop"))  # as the empty state says
+            row = page.locator('tr[data-id="0"]')
+            await expect(row.locator(".beats")).to_have_text("1", timeout=10_000)
+            await expect(row.locator(".status")).to_have_text("online")
+            await expect(page.locator("#no-devices")).to_have_count(0)
+            assert await _chart_total(page, "bpm-0") == 1
+            await page.screenshot(path=ARTIFACTS / "dashboard-first-device.png", full_page=True)
         finally:
             await browser.close()
     assert errors == []
