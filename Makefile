@@ -53,6 +53,11 @@ cluster: install
 deploy-check: install
 	$(PY) -m pytest -q tests/deploy
 
+# The dashboard in Debian's chromium (Playwright drives it); screenshots land in .ci/artifacts/.
+.PHONY: browser-test
+browser-test: install
+	USAGEHUB_BROWSER_TESTS=1 $(PY) -m pytest -q tests/browser
+
 bench: install
 	$(PY) -m bench.run --out bench/results.json $(if $(ONLY),--only $(ONLY))
 

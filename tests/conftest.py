@@ -32,6 +32,9 @@ from tests.servers import SUPERUSER, NatsServer, nats_server, postgres_server
 
 SECRET = "test-admin-secret-key-0123456789abcdef"
 
+# tests/browser needs a browser: `make browser-test` runs it (and sets this); `make test` does not.
+collect_ignore = [] if os.environ.get("USAGEHUB_BROWSER_TESTS") else ["browser"]
+
 
 @pytest.fixture(scope="session")
 def bus() -> Iterator[NatsServer]:

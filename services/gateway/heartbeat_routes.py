@@ -1,8 +1,8 @@
-"""The heartbeat API: devices, beats, statistics, the status page and the stats WebSocket."""
+"""The heartbeat API: devices, beats, statistics, the dashboard page (and its icon) and the stats
+WebSocket."""
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from string import Template
@@ -12,6 +12,8 @@ from aiohttp import web
 
 from services.gateway import keys
 from services.gateway.auth_limits import client_address
+from services.gateway.dashboard_page import ONLINE_WITHIN, dashboard_body
+from services.gateway.dashboard_read import read_board
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_read import read_snapshot, stats_view
 from services.gateway.heartbeat_visits import (
@@ -23,7 +25,7 @@ from services.gateway.heartbeat_visits import (
     new_cookie_value,
 )
 from services.gateway.requests import json_object, path_id, presented_token, require_admin, send
-from services.gateway.security_headers import PAGE_TEMPLATE
+from services.gateway.security_headers import FAVICON, PAGE_TEMPLATE
 from services.gateway.writes import idempotency_key
 from services.gateway.ws import origin_allowed
 from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
@@ -111,20 +113,12 @@ async def index(request: web.Request) -> web.Response:
         if given:
             visitors.viewed(given, at)
     visitors.viewed(visitor, at)
-    view = stats_view(await read_snapshot(request.app[keys.POOL]), now())
-    rows = "".join(
-        f'<tr data-id="{d["id"]}"><td>{d["id"]}</td><td>{html.escape(d["name"])}</td>'
-        f'<td class="ts" data-ts="{d["last_beat"] or ""}"></td><td>{d["num_beats"]}</td></tr>'
-        for d in view["devices"]
-    )
+    pool = request.app[keys.POOL]
+    board = await read_board(pool, now())
+    view = stats_view(await read_snapshot(pool), board.now)
     page = _PAGE.substitute(
-        last_seen=view["last_seen"] or "",
-        last_seen_relative="" if view["last_seen_relative"] is None else view["last_seen_relative"],
-        longest_absence=view["longest_absence"],
-        num_visits=view["num_visits"],
-        total_beats=view["total_beats"],
-        uptime=view["uptime"],
-        device_rows=rows,
+        online_within=int(ONLINE_WITHIN.total_seconds()),
+        body=dashboard_body(board, view, f"{request.scheme}://{request.host}"),
     )
     response = web.Response(text=page, content_type="text/html")
     if new_cookie is not None:
@@ -140,9 +134,16 @@ async def index(request: web.Request) -> web.Response:
     return response
 
 
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(
+        text=FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
 def setup_heartbeat_routes(app: web.Application, device_routes: bool) -> None:
     checked = app[keys.CREDENTIAL_ROUTES]
     app.router.add_get("/", index)
+    app.router.add_get("/favicon.svg", favicon)
     if device_routes:  # the document: without a secret key these routes do not exist
         checked.add(app.router.add_post("/api/devices", register_device))
         checked.add(app.router.add_post("/api/devices/{id}/token/generate", generate_token))

@@ -1,9 +1,9 @@
-"""Security headers on every response, with a Content-Security-Policy made for the status page.
+"""Security headers on every response, with a Content-Security-Policy made for the dashboard.
 
-The status page has one inline ``<script>`` and one inline ``<style>``; the policy allows exactly
+The dashboard has one inline ``<script>`` and one inline ``<style>``; the policy allows exactly
 those two (by their SHA-256, computed here from the template) and nothing else: no other script,
-style, image, frame or form target, WebSockets and fetches only to the page's own origin, and no
-page may frame it.
+style, frame or form target; images (its favicon), WebSockets and fetches only from the page's
+own origin; and no page may frame it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from importlib import resources
 
 from aiohttp import web
 
-PAGE_TEMPLATE = resources.files("services.gateway").joinpath("templates/index.html").read_text("utf-8")
+TEMPLATES = resources.files("services.gateway").joinpath("templates")
+PAGE_TEMPLATE = TEMPLATES.joinpath("index.html").read_text("utf-8")
+FAVICON = TEMPLATES.joinpath("favicon.svg").read_text("utf-8")
 
 
 def inline_hashes(page: str, tag: str) -> list[str]:
@@ -32,6 +34,8 @@ def content_security_policy(page: str) -> str:
             "style-src " + " ".join(inline_hashes(page, "style")),
             # 'self' covers ws:// and wss:// to the same host (CSP level 3): the live feed.
             "connect-src 'self'",
+            # The favicon (/favicon.svg); the charts are inline SVG, not images.
+            "img-src 'self'",
             "base-uri 'none'",
             "form-action 'none'",
             "frame-ancestors 'none'",

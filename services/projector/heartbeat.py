@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from services.projector.beat_counts import apply_beat_counts
 from shared.db import Conn
 from shared.events import (
     AnyEvent,
@@ -28,7 +29,14 @@ FILTERS = [
     "usagehub.events.devices.>",
     "usagehub.events.heartbeat.>",
 ]
-TABLES = ("installation", "heartbeat_devices", "heartbeat_stats", "heartbeat_visitors")
+TABLES = (
+    "installation",
+    "heartbeat_devices",
+    "heartbeat_stats",
+    "heartbeat_visitors",
+    "heartbeat_beats_minute",
+    "heartbeat_beats_hour",
+)
 # The same visitor's views within this time of each other are one visit.
 VISIT_SESSION = timedelta(minutes=30)
 # A visitor's last visit is kept this long after the newest visit seen; older ones cannot change a
@@ -49,6 +57,28 @@ class DeviceRow:
     registered_at: datetime
     last_beat: datetime | None = None
     num_beats: int = 0
+    # Longest gap between two consecutive beats of this device (microseconds), and when it ended.
+    longest_absence_us: int = 0
+    longest_absence_ended: datetime | None = None
+
+
+def device_beat(device: DeviceRow, at: datetime) -> DeviceRow:
+    """``device`` after a beat at ``at`` (event time; it may be older than the device's last beat)."""
+    if device.last_beat is None:
+        return replace(device, last_beat=at, num_beats=device.num_beats + 1)
+    gap = max(0, _micros(at, device.last_beat))
+    longest, ended = device.longest_absence_us, device.longest_absence_ended
+    if gap > longest:
+        longest, ended = gap, at
+    return DeviceRow(
+        device.device_id,
+        device.name,
+        device.registered_at,
+        max(device.last_beat, at),
+        device.num_beats + 1,
+        longest,
+        ended,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +127,7 @@ def fold_heartbeat(state: HeartbeatState, event: AnyEvent) -> HeartbeatState:
             devices = dict(state.devices)
             device = devices.get(device_id)
             if device is not None:
-                device_last = at if device.last_beat is None else max(device.last_beat, at)
-                devices[device_id] = replace(device, last_beat=device_last, num_beats=device.num_beats + 1)
+                devices[device_id] = device_beat(device, at)
             return replace(state, stats=stats, devices=devices)
         case PageVisited(visitor=""):  # from before visits were sessions: each view was a visit
             return replace(state, stats=replace(state.stats, num_visits=state.stats.num_visits + 1))
@@ -135,10 +164,7 @@ def fold_heartbeat_events(state: HeartbeatState, events: Iterable[AnyEvent]) -> 
             total += 1
             device = devices.get(event.device_id)
             if device is not None:
-                device_last = at if device.last_beat is None else max(device.last_beat, at)
-                devices[event.device_id] = DeviceRow(
-                    device.device_id, device.name, device.registered_at, device_last, device.num_beats + 1
-                )
+                devices[event.device_id] = device_beat(device, at)
         elif isinstance(event, PageVisited) and not event.visitor:
             visits += 1
         elif isinstance(event, PageVisited):
@@ -164,7 +190,8 @@ async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> Non
     rows = []
     if ids:
         rows = await conn.fetch(
-            "SELECT device_id, name, registered_at, last_beat, num_beats FROM heartbeat_devices"
+            "SELECT device_id, name, registered_at, last_beat, num_beats, longest_absence_us,"
+            " longest_absence_ended FROM heartbeat_devices"
             " WHERE device_id = ANY($1::int[])",
             ids,
         )
@@ -194,16 +221,23 @@ async def apply_heartbeat(conn: Conn, events: list[tuple[int, AnyEvent]]) -> Non
     if changed:
         # One statement per batch (executemany is a round of work per row); each device once.
         await conn.execute(
-            "INSERT INTO heartbeat_devices (device_id, name, registered_at, last_beat, num_beats)"
-            " SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])"
+            "INSERT INTO heartbeat_devices (device_id, name, registered_at, last_beat, num_beats,"
+            " longest_absence_us, longest_absence_ended)"
+            " SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[],"
+            " $6::bigint[], $7::timestamptz[])"
             " ON CONFLICT (device_id) DO UPDATE SET"
-            " name = EXCLUDED.name, last_beat = EXCLUDED.last_beat, num_beats = EXCLUDED.num_beats",
+            " name = EXCLUDED.name, last_beat = EXCLUDED.last_beat, num_beats = EXCLUDED.num_beats,"
+            " longest_absence_us = EXCLUDED.longest_absence_us,"
+            " longest_absence_ended = EXCLUDED.longest_absence_ended",
             [d.device_id for d in changed],
             [d.name for d in changed],
             [d.registered_at for d in changed],
             [d.last_beat for d in changed],
             [d.num_beats for d in changed],
+            [d.longest_absence_us for d in changed],
+            [d.longest_absence_ended for d in changed],
         )
+    await apply_beat_counts(conn, [e for _, e in events if isinstance(e, BeatRecorded)])
     seen = [(v, at) for v, at in after.visitors.items() if before.visitors.get(v) != at]
     if seen:
         await conn.execute(

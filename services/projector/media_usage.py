@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 
+from services.projector.media_counts import apply_count_change, count_change
 from shared.bus import NOTIFY_MAX_MESSAGE, NOTIFY_STREAM
 from shared.db import Conn
 from shared.events import (
@@ -33,7 +34,7 @@ from shared.events import (
 from shared.events.media import RecordedUsage
 
 FILTERS = ["usagehub.events.media.>"]
-TABLES = ("media_usages", "media_usage_notifications")
+TABLES = ("media_usages", "media_usage_notifications", "media_usage_counts")
 REMOVED = "removed"
 PUBLISHED = "published"
 PENDING = "pending"
@@ -403,6 +404,7 @@ async def apply_media_usage(conn: Conn, events: list[tuple[int, AnyEvent]]) -> N
     after = fold_media_usage_events(before, events)
     if not after.changed:
         return
+    await apply_count_change(conn, count_change(before.usages.values(), after.usages.values()))
     gone = sorted(set(before.usages) - set(after.usages))
     if gone:
         await conn.execute("DELETE FROM media_usages WHERE usage_id = ANY($1::text[])", gone)

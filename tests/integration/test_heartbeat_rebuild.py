@@ -18,6 +18,8 @@ HEARTBEAT_TABLES = {
     "heartbeat_devices": "device_id",
     "heartbeat_stats": "id",
     "heartbeat_visitors": "visitor",
+    "heartbeat_beats_minute": "device_id, minute",
+    "heartbeat_beats_hour": "device_id, hour",
     "idempotency_keys": "idempotency_key",
     "projection_checkpoints": "projection",
 }
@@ -44,6 +46,7 @@ async def test_rebuild_gives_identical_rows(
     before = await dump_tables(conn, HEARTBEAT_TABLES)
     assert b"Workstation" in before["heartbeat_devices"] and before["idempotency_keys"]
     assert before["heartbeat_visitors"].count(b"\n") == 4  # each first view: two names
+    assert before["heartbeat_beats_minute"] and before["heartbeat_beats_hour"]  # the dashboard's counters
 
     code, out, err = await run_usagehub("rebuild", "all", settings=settings)
     assert code == 0, err

@@ -27,7 +27,16 @@ from tests.integration.helpers import dump_tables, last_sequence
 from tests.media_bodies import DIGITAL_METADATA, MEDIA, digital, print_record
 
 T0 = datetime(2015, 11, 27, 15, 56, 51, tzinfo=UTC)
-TABLES = {"media_usages": "usage_id", "media_usage_notifications": "media_id"}
+TABLES = {
+    "media_usages": "usage_id",
+    "media_usage_notifications": "media_id",
+    "media_usage_counts": "status, platform",
+}
+# The dashboard's counts are a count of the usages, at every commit.
+COUNTED = (
+    "SELECT status, platform, count(*) FROM media_usages GROUP BY 1, 2"
+    " EXCEPT ALL SELECT status, platform, usages FROM media_usage_counts"
+)
 Client = TestClient[web.Request, web.Application]
 
 
@@ -98,12 +107,13 @@ async def test_any_batching_gives_the_same_rows_and_notifications(conn: asyncpg.
     rnd = random.Random(10)
     for _ in range(4):
         events = history(rnd, 60)
-        await conn.execute("TRUNCATE media_usages, media_usage_notifications")
+        await conn.execute("TRUNCATE media_usages, media_usage_notifications, media_usage_counts")
         await apply_in(conn, events, [])
         expected = await dump_tables(conn, TABLES)
         assert expected["media_usages"].count(b"\n") >= 3  # the history left something to compare
+        assert await conn.fetch(COUNTED) == [] and expected["media_usage_counts"]
         for _ in range(3):
-            await conn.execute("TRUNCATE media_usages, media_usage_notifications")
+            await conn.execute("TRUNCATE media_usages, media_usage_notifications, media_usage_counts")
             await apply_in(conn, events, [rnd.randint(1, 12) for _ in range(10)])
             assert await dump_tables(conn, TABLES) == expected
 
@@ -138,13 +148,19 @@ async def test_rebuild_gives_identical_rows(client: Client, js: JetStreamContext
             if (await checkpoints(conn)).get("media_usage", 0) >= last:
                 break
             await asyncio.sleep(0.05)
-        before = await dump_tables(conn, {"media_usages": "usage_id"})
+        before = await dump_tables(
+            conn, {"media_usages": "usage_id", "media_usage_counts": "status, platform"}
+        )
         assert (
             before["media_usages"].count(b"\n") == 5
         )  # m1: pending, published; m3: print, front... and removed
 
         assert await rebuild(conn, js, PROJECTIONS["media_usage"]) == last
 
-        assert await dump_tables(conn, {"media_usages": "usage_id"}) == before
+        assert await conn.fetch(COUNTED) == []
+        assert (
+            await dump_tables(conn, {"media_usages": "usage_id", "media_usage_counts": "status, platform"})
+            == before
+        )
     finally:
         await conn.close()
