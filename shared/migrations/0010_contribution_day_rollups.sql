@@ -7,10 +7,12 @@
 -- (DAY_ROLLUPS): by engineer, by project type and engineer, and by project type; and month rows by
 -- project type alone (rollup 6), so the summary of a project type reads one row per kind.
 
+-- The defaults keep a projector of the previous version working during a rollout: its rows are the
+-- finest key's (rollup 0). What it applies then is missing from the new rollups: see "Upgrading" in
+-- docs/operations.md.
 ALTER TABLE contribution_day_sums
     ADD COLUMN rollup smallint NOT NULL DEFAULT 0,
     ADD COLUMN project_type text NOT NULL DEFAULT '';
-ALTER TABLE contribution_day_sums ALTER COLUMN rollup DROP DEFAULT, ALTER COLUMN project_type DROP DEFAULT;
 ALTER TABLE contribution_day_sums DROP CONSTRAINT contribution_day_sums_pkey;
 ALTER TABLE contribution_day_sums
     ADD PRIMARY KEY (rollup, kind, month, project_type, module, company, user_id);
