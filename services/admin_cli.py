@@ -24,10 +24,6 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 ADMIN_COMMANDS = ("devices", "links", "orgs", "keys", "principals", "media")
-# A media usage file is bounded as the gateway bounds the route's body (print records by the
-# configured USAGEHUB_MEDIA_PRINT_MAX_KB), and as deep.
-MEDIA_MAX_BYTES = 64 * 1024
-MEDIA_MAX_DEPTH = 32
 # A write waits this long for NATS (whose client otherwise waits for an unreachable server forever).
 CONNECT_WAIT = 10.0
 MEDIA_KINDS = ("digital", "print", "syndication", "front", "download")
@@ -289,21 +285,12 @@ async def _devices_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
     }
 
 
-def _depth(value: object) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
-
-
 def _media_body(path: str, limit: int) -> dict[str, Any]:
-    """The file as a route's body: a JSON object, at most ``limit`` bytes; AdminRefused says why not."""
+    """The file as a route's body: a JSON object, at most ``limit`` bytes and nested as deep as the
+    route takes; AdminRefused says why not."""
     import msgspec
+
+    from shared.commands.media import MAX_DEPTH, json_depth
 
     try:
         with open(path, "rb") as f:
@@ -318,14 +305,15 @@ def _media_body(path: str, limit: int) -> dict[str, Any]:
         raise AdminRefused(f"{path} is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise AdminRefused(f"{path} must hold a JSON object")
-    if _depth(body) > MEDIA_MAX_DEPTH:
-        raise AdminRefused(f"{path} is nested more than {MEDIA_MAX_DEPTH} deep")
+    if json_depth(body) > MAX_DEPTH:
+        raise AdminRefused(f"{path} is nested more than {MAX_DEPTH} deep")
     return body
 
 
 def _media_command(settings: Settings, args: argparse.Namespace, rid: str) -> Any:
     """The command the route of ``args.kind`` would send for the file's body."""
     from shared.commands.media import (
+        MAX_BODY,
         RecordDigitalUsages,
         RecordDownloadUsage,
         RecordFrontUsage,
@@ -336,7 +324,7 @@ def _media_command(settings: Settings, args: argparse.Namespace, rid: str) -> An
     if args.kind == "print":
         body = _media_body(args.file, settings.media_print_max_kb * 1024)
         return RecordPrintUsages(print_usage_records=body.get("printUsageRecords"), request_id=rid)
-    body = _media_body(args.file, MEDIA_MAX_BYTES)
+    body = _media_body(args.file, MAX_BODY)
     if args.kind == "digital":
         return RecordDigitalUsages(
             content_id=body.get("contentId"),

@@ -27,14 +27,11 @@ from shared.commands import (
     RecordSyndicationUsage,
     UpdateMediaUsageStatus,
 )
+from shared.commands.media import MAX_BODY, MAX_DEPTH, json_depth
 from shared.settings import Settings
 
 ARGO = "application/vnd.argo+json"
 READ_BY = ("media_usage",)
-MAX_BODY = 64 * 1024
-# No body of this API is nested more than five deep; a deeper one would only travel further to be
-# refused (and near msgspec's own limit it could not even be decoded inside a command).
-MAX_DEPTH = 32
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # The errorKey of each refusal that is not a body's own (a bad body has its route's key).
@@ -115,21 +112,9 @@ async def json_body(request: web.Request, limit: int = MAX_BODY) -> dict[str, An
         raise MediaError(400, str(exc)) from None
     if not isinstance(body, dict):
         raise MediaError(400, "request body must be a JSON object")
-    if _depth(body) > MAX_DEPTH:
+    if json_depth(body) > MAX_DEPTH:
         raise MediaError(400, f"request body is nested more than {MAX_DEPTH} deep")
     return body
-
-
-def _depth(value: object) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
 
 
 async def _send(request: web.Request, cmd: Command) -> None:

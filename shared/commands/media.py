@@ -14,6 +14,26 @@ import msgspec
 
 from shared.commands.envelope import Command
 
+# The largest body a recording command takes from HTTP (print records: USAGEHUB_MEDIA_PRINT_MAX_KB),
+# and how deep it may nest: no body of this API is nested more than five deep; a deeper one would
+# only travel further to be refused (and near msgspec's own limit it could not even be decoded
+# inside a command).
+MAX_BODY = 64 * 1024
+MAX_DEPTH = 32
+
+
+def json_depth(value: object) -> int:
+    """How deep a decoded JSON value nests (a scalar is 1), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
 
 class RecordDigitalUsages(Command, tag="RecordDigitalUsages", frozen=True):
     """The usages of one piece of content: every media it uses now, with one status."""
