@@ -3,6 +3,7 @@ the page, so it reads without JavaScript; the page's script only keeps it live."
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -292,13 +293,30 @@ def contributions_panel(board: Board) -> str:
     )
 
 
-def dashboard_body(board: Board, view: dict[str, Any], base: str) -> str:
+# The panels the page refreshes from ``GET /dashboard/panels`` (the heartbeat one is live from the
+# WebSocket feed instead), in page order; each is a ``<section>`` whose id is its name.
+LIVE_PANELS = ("links", "media", "metering", "contributions")
+
+
+def live_panels(board: Board, base: str) -> str:
+    """The four panels after the heartbeat one: in the page, and alone as its refresh fragment."""
     return "".join(
-        [
-            heartbeat_panel(board, view, base),
-            links_panel(board, base),
-            media_panel(board),
-            metering_panel(board),
-            contributions_panel(board),
-        ]
+        [links_panel(board, base), media_panel(board), metering_panel(board), contributions_panel(board)]
     )
+
+
+def dashboard_body(board: Board, view: dict[str, Any], base: str) -> str:
+    return heartbeat_panel(board, view, base) + live_panels(board, base)
+
+
+def panels_etag(fragment: str) -> str:
+    """A strong ETag of the fragment's bytes: an unchanged fragment answers 304, not the panels."""
+    return '"' + hashlib.sha256(fragment.encode()).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, as RFC 9110 says for it)."""
+    if if_none_match is None:
+        return False
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return any(t == "*" or t.removeprefix("W/") == etag for t in tags)

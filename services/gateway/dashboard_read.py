@@ -172,9 +172,11 @@ async def _contributions(conn: Conn, rollup: int, column: str) -> list[tuple[str
     return [(r["name"], r["commits"], int(r["loc"])) for r in rows]
 
 
-async def read_board(pool: asyncpg.Pool, now: datetime) -> Board:
+async def read_board(pool: asyncpg.Pool, now: datetime, *, with_devices: bool = True) -> Board:
+    """The board; without devices (none, counted 0) for the panels the page refreshes, which do not
+    show them: the heartbeat panel is live from the WebSocket feed."""
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        devices, device_count = await _devices(conn, now)
+        devices, device_count = await _devices(conn, now) if with_devices else ([], 0)
         links, link_count = await _links(conn, now)
         media = await conn.fetch(
             "SELECT status, platform, usages FROM media_usage_counts ORDER BY 3 DESC, 1, 2 LIMIT $1",

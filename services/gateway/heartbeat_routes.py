@@ -1,5 +1,5 @@
-"""The heartbeat API: devices, beats, statistics, the dashboard page (and its icon) and the stats
-WebSocket."""
+"""The heartbeat API: devices, beats, statistics, the dashboard page (its icon, the fragment that
+refreshes its other panels) and the stats WebSocket."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from aiohttp import web
 
 from services.gateway import keys
 from services.gateway.auth_limits import client_address
-from services.gateway.dashboard_page import ONLINE_WITHIN, dashboard_body
+from services.gateway.dashboard_page import (
+    ONLINE_WITHIN,
+    dashboard_body,
+    etag_matches,
+    live_panels,
+    panels_etag,
+)
 from services.gateway.dashboard_read import read_board
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_read import read_snapshot, stats_view
@@ -134,6 +140,19 @@ async def index(request: web.Request) -> web.Response:
     return response
 
 
+async def dashboard_panels(request: web.Request) -> web.Response:
+    """The page's panels after the heartbeat one, as the page renders them, for its script to swap
+    in; 304 when they are what the page has (``If-None-Match``). Not a visit: the page was one."""
+    board = await read_board(request.app[keys.POOL], now(), with_devices=False)
+    fragment = live_panels(board, f"{request.scheme}://{request.host}")
+    etag = panels_etag(fragment)
+    # no-cache: a browser's cache must ask each time (the panels change with every write).
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(text=fragment, content_type="text/html", headers=headers)
+
+
 async def favicon(request: web.Request) -> web.Response:
     return web.Response(
         text=FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
@@ -144,6 +163,7 @@ def setup_heartbeat_routes(app: web.Application, device_routes: bool) -> None:
     checked = app[keys.CREDENTIAL_ROUTES]
     app.router.add_get("/", index)
     app.router.add_get("/favicon.svg", favicon)
+    app.router.add_get("/dashboard/panels", dashboard_panels)
     if device_routes:  # the document: without a secret key these routes do not exist
         checked.add(app.router.add_post("/api/devices", register_device))
         checked.add(app.router.add_post("/api/devices/{id}/token/generate", generate_token))

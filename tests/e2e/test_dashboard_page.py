@@ -152,3 +152,33 @@ async def test_the_longest_absences_are_listed_in_human_durations(client: Client
     assert absences and re.fullmatch(
         r"<li><strong>1 s</strong> Laptop, until [-0-9 :]+ UTC</li>", absences.group(1)
     )
+
+
+async def test_the_panels_fragment_is_the_pages_and_answers_304_until_a_write(client: Client) -> None:
+    resp = await client.post(
+        "/api/links", json={"name": "Docs", "url": "https://example.org"}, headers=admin()
+    )
+    link = (await resp.json())["id"]
+    page = await (await client.get("/")).text()
+    resp = await client.get("/dashboard/panels")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    assert resp.headers["Cache-Control"] == "no-cache" and "Content-Security-Policy" in resp.headers
+    fragment = await resp.text()
+    # The same panels as in the page, rendered once; no heartbeat panel, no page around them.
+    assert fragment.startswith('<section id="links"') and fragment in page
+    assert 'id="heartbeat"' not in fragment and "<html" not in fragment
+    tag = resp.headers["ETag"]
+
+    same = await client.get("/dashboard/panels", headers={"If-None-Match": tag})
+    assert same.status == 304 and same.headers["ETag"] == tag and await same.read() == b""
+
+    assert (await client.post(f"/api/links/{link}/usage", json={"user": "ada"})).status < 300
+    changed = await client.get("/dashboard/panels", headers={"If-None-Match": tag})
+    assert changed.status == 200 and changed.headers["ETag"] != tag
+    assert bars(await changed.text(), f"link-{link}")[-1] == 1
+    assert (await (await client.get("/api/stats")).json())["num_visits"] == 1  # the page's, only
+
+
+async def test_the_panels_fragment_is_a_get_only_route(client: Client) -> None:
+    resp = await client.post("/dashboard/panels")
+    assert resp.status == 405 and "error" in await resp.json()

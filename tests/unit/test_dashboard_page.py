@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.gateway.dashboard_page import dashboard_body
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.gateway.dashboard_page import (
+    LIVE_PANELS,
+    dashboard_body,
+    etag_matches,
+    live_panels,
+    panels_etag,
+)
 from services.gateway.dashboard_read import Board, DeviceBoard, LinkBoard, MeteredBoard
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -65,3 +75,27 @@ def test_every_empty_panel_says_what_to_do_next() -> None:
     assert "usagehub devices add Laptop" in html and "http://example.test:8080/api/beat" in html
     assert "usagehub links add" in html and "POST /usages/digital" in html
     assert "POST /api</code> with an org key" in html and "usagehub import git" in html
+
+
+def test_the_refreshed_panels_are_the_pages_own_after_the_heartbeat_one() -> None:
+    full = board(links=[LinkBoard(2, "Docs", {}, [])], link_count=1, media=[("ok", "web", 3)])
+    page = dashboard_body(full, VIEW, "http://h")
+    fragment = live_panels(full, "http://h")
+    assert page.endswith(fragment) and page.startswith('<section id="heartbeat"')
+    assert re.findall(r'<section id="([a-z]+)"', fragment) == list(LIVE_PANELS)
+    assert 'id="heartbeat"' not in fragment
+
+
+@given(st.text(max_size=200), st.text(max_size=200))
+def test_an_etag_names_its_fragment_alone(a: str, b: str) -> None:
+    assert panels_etag(a) == panels_etag(a)
+    assert (panels_etag(a) == panels_etag(b)) == (a == b)
+    assert re.fullmatch(r'"[0-9a-f]{32}"', panels_etag(a))
+
+
+def test_if_none_match_is_read_as_a_list_of_tags_weak_or_strong() -> None:
+    tag = panels_etag("x")
+    assert etag_matches(tag, tag) and etag_matches(f"W/{tag}", tag)
+    assert etag_matches(f'"other", {tag}', tag) and etag_matches("*", tag)
+    assert not etag_matches(None, tag) and not etag_matches("", tag)
+    assert not etag_matches('"other"', tag) and not etag_matches(tag[1:-1], tag)
