@@ -1,8 +1,9 @@
 """The dashboard in a real browser: Debian's chromium, driven by Playwright, against a live gateway.
 
 It sees the charts filled, a beat posted during the test appear without a reload (over the
-WebSocket), and no console error; screenshots go to ``.ci/artifacts/`` for CI to keep. Run by
-``make browser-test`` (``make test`` does not collect this folder: it needs a browser).
+WebSocket), a link and a media usage too (the other panels' refresh), and no console error;
+screenshots go to ``.ci/artifacts/`` for CI to keep. Run by ``make browser-test`` (``make test``
+does not collect this folder: it needs a browser).
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ Client = TestClient[web.Request, web.Application]
 ARTIFACTS = Path(__file__).resolve().parents[2] / ".ci" / "artifacts"
 # The system's browser (apt-get install chromium), never one Playwright downloads.
 CHROMIUM = os.environ.get("USAGEHUB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+FRONT = {
+    "addedBy": "e@example.com",
+    "front": "uk/sport",
+    "mediaId": "53b2098571e4e9f1d22e98b74db9a8bc5d060331",
+    "dateAdded": "2018-01-02T03:04:05Z",
+}
 
 
 async def _register(client: Client, name: str) -> str:
@@ -103,6 +110,21 @@ async def test_the_dashboard_fills_and_goes_live_without_errors(client: Client) 
             # Keyboard: the first Tab reaches the panel links.
             await page.keyboard.press("Tab")
             assert await page.evaluate("document.activeElement.getAttribute('href')") == "#heartbeat"
+
+            # The other panels refresh too (every 5 s): a media usage and a link usage posted now
+            # show without a reload, except in the panel holding the focus until it is left.
+            stats_link = page.locator(f'#links a[href="/api/links/{link}/stats"]')
+            await stats_link.focus()
+            assert (await client.post(f"/api/links/{link}/usage", json={"user": "cy"})).status < 300
+            resp = await client.post("/usages/front", json={"data": FRONT}, headers=admin())
+            assert resp.status == 202, await resp.text()
+            await expect(page.locator("#media")).to_contain_text("front", timeout=15_000)
+            await expect(stats_link).to_be_focused()  # the same element: its panel was kept
+            assert await _chart_total(page, f"link-{link}") == 2
+            await stats_link.blur()
+            await expect(page.locator(f"#link-{link}-d")).to_contain_text("3 usages in all", timeout=15_000)
+            assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
+            await page.screenshot(path=ARTIFACTS / "dashboard-panels-live.png", full_page=True)
         finally:
             await browser.close()
     assert errors == []
