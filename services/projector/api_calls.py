@@ -73,39 +73,73 @@ def tally_calls(known: Mapping[str, OrgChain], events: Iterable[AnyEvent]) -> Ca
     skipping them keeps a replay deterministic anyway.
     """
     tally = CallTally()
-    counts, days, subtree = tally.counts, tally.days, tally.subtree_days
-    # Per org: its chain's distinct zones, and (ancestor, zone) pairs; a batch names few orgs.
-    shapes: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
+    counts = tally.counts
+    # The chain of each org the batch has counted calls for: once known, an org's chain never changes.
+    chains: dict[str, OrgChain] = {}
     for event in events:
         # Plain type checks: this loop runs for every call counted.
         if type(event) is ApiCallsCounted:
             for c in event.counts:
-                org_id, service, n = c.org_id, c.service, c.count
-                shape = shapes.get(org_id)
-                if shape is None:
+                org_id = c.org_id
+                if org_id not in chains:
                     chain = tally.orgs.get(org_id) or known.get(org_id)
-                    if chain is None:
+                    if chain is None:  # not created yet (it may be later in the batch)
                         continue
-                    shape = shapes[org_id] = (
-                        tuple(dict.fromkeys(chain.zones)),
-                        tuple(zip(chain.ancestors, chain.zones, strict=True)),
-                    )
-                bucket = quarter_start(c.at)
-                key = (org_id, bucket, service)
-                counts[key] = counts.get(key, 0) + n
-                for zone in shape[0]:
-                    day_key = (zone, org_id, local_day(bucket, zone), service)
-                    days[day_key] = days.get(day_key, 0) + n
-                for ancestor, zone in shape[1]:
-                    subtree_key = (ancestor, local_day(bucket, zone), service)
-                    subtree[subtree_key] = subtree.get(subtree_key, 0) + n
+                    chains[org_id] = chain
+                key = (org_id, quarter_start(c.at), c.service)
+                counts[key] = counts.get(key, 0) + c.count
         elif type(event) is OrgCreated:
             if event.org_id in known or event.org_id in tally.orgs:
                 continue
             parent_id = event.parent_id
             parent = None if parent_id is None else tally.orgs.get(parent_id) or known.get(parent_id)
             tally.orgs[event.org_id] = _chain(event.org_id, event.time_zone, parent)
+    # Then fanned out from the quarter hours, which a batch's many calls share, not call by call:
+    # every counter only adds, so the sums are the same.
+    tally.days = own_days(chains, counts)
+    tally.subtree_days = subtree_days(chains, tally.days)
     return tally
+
+
+def own_days(
+    chains: Mapping[str, OrgChain], counts: Mapping[tuple[str, datetime, str], int]
+) -> dict[tuple[str, str, date, str], int]:
+    """Quarter-hour counts as an org's own calls per local day, in each distinct zone of its chain."""
+    days: dict[tuple[str, str, date, str], int] = {}
+    # Orgs share few sets of zones, and a batch's calls few quarter hours: the (zone, local day) pairs
+    # are worked out once per (set of zones, quarter hour).
+    zone_sets = {org_id: tuple(dict.fromkeys(chain.zones)) for org_id, chain in chains.items()}
+    zone_days: dict[tuple[tuple[str, ...], datetime], tuple[tuple[str, date], ...]] = {}
+    for (org_id, bucket, service), n in counts.items():
+        zones = zone_sets[org_id]
+        pairs = zone_days.get((zones, bucket))
+        if pairs is None:
+            pairs = zone_days[zones, bucket] = tuple((z, local_day(bucket, z)) for z in zones)
+        for zone, day in pairs:
+            key = (zone, org_id, day, service)
+            days[key] = days.get(key, 0) + n
+    return days
+
+
+def subtree_days(
+    chains: Mapping[str, OrgChain], days: Mapping[tuple[str, str, date, str], int]
+) -> dict[tuple[str, date, str], int]:
+    """An org's own days as the days of each of its ancestors' subtrees (itself included), each in
+    the ancestor's zone: ``days`` holds every org's calls in every zone of its chain."""
+    subtree: dict[tuple[str, date, str], int] = {}
+    # The ancestors of each (org, zone) whose zone it is.
+    holders: dict[tuple[str, str], tuple[str, ...]] = {}
+    for (zone, org_id, day, service), n in days.items():
+        ancestors = holders.get((org_id, zone))
+        if ancestors is None:
+            chain = chains[org_id]
+            ancestors = holders[org_id, zone] = tuple(
+                a for a, z in zip(chain.ancestors, chain.zones, strict=True) if z == zone
+            )
+        for ancestor in ancestors:
+            key = (ancestor, day, service)
+            subtree[key] = subtree.get(key, 0) + n
+    return subtree
 
 
 def by_month(increments: Mapping[tuple[Any, ...], int], day_at: int) -> dict[tuple[Any, ...], list[int]]:
@@ -138,15 +172,14 @@ _ADD_CELLS = "ARRAY[{}]".format(
 )
 
 
-def _named_orgs(events: Iterable[AnyEvent]) -> list[str]:
-    names: set[str] = set()
+def _named_orgs(events: list[AnyEvent]) -> list[str]:
+    # Comprehensions with plain type checks: this runs over every call of a batch.
+    names = {c.org_id for e in events if type(e) is ApiCallsCounted for c in e.counts}
     for e in events:
-        if isinstance(e, OrgCreated):
+        if type(e) is OrgCreated:
             names.add(e.org_id)
             if e.parent_id is not None:
                 names.add(e.parent_id)
-        elif isinstance(e, ApiCallsCounted):
-            names.update(c.org_id for c in e.counts)
     return sorted(names)
 
 

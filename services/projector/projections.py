@@ -14,6 +14,9 @@ from shared.events import AnyEvent
 ApplyBatch = Callable[[Conn, list[tuple[int, AnyEvent]]], Awaitable[None]]
 AfterCommit = Callable[[JetStreamContext, Conn], Awaitable[None]]
 
+# Events per batch (a savepoint) while replaying: large, the replay being one transaction anyway.
+REBUILD_BATCH = 5000
+
 
 @dataclass(frozen=True, slots=True)
 class Projection:
@@ -24,6 +27,8 @@ class Projection:
     # What must follow a commit (publishing what the batch left to announce); also run when the
     # projection starts, for whatever a crash left between a commit and this.
     after_commit: AfterCommit | None = None
+    # Events per batch of a rebuild: more where a batch's events share most of the rows they write.
+    rebuild_batch: int = REBUILD_BATCH
 
 
 PROJECTIONS: dict[str, Projection] = {
@@ -40,7 +45,14 @@ PROJECTIONS: dict[str, Projection] = {
             media_usage.publish_notifications,
         ),
         Projection("metering", metering.FILTERS, metering.TABLES, metering.apply_metering),
-        Projection("api_calls", api_calls.FILTERS, api_calls.TABLES, api_calls.apply_api_calls),
+        Projection(
+            "api_calls",
+            api_calls.FILTERS,
+            api_calls.TABLES,
+            api_calls.apply_api_calls,
+            # Its many small events write few month rows, upserted once per batch.
+            rebuild_batch=20_000,
+        ),
         Projection(
             "contributions", contributions.FILTERS, contributions.TABLES, contributions.apply_contributions
         ),

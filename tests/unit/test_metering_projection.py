@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -132,6 +133,38 @@ def test_any_batching_gives_the_same_counters_and_every_rollup_adds_up(
     assert sum(v for (zone, *_), v in whole.days.items() if zone == "Europe/Paris") == paris
     roots = sum(v for (org, *_), v in whole.subtree_days.items() if org in ("acme", "globex"))
     assert roots == everything
+
+
+def call_by_call(chains: dict[str, OrgChain], events: list[AnyEvent]) -> tuple[Counter[object], ...]:
+    """The counters as the rules state them, one call at a time: the quarter hour, the org's own day in
+    each zone of its chain, and each ancestor's subtree day in the ancestor's own zone."""
+    counts: Counter[object] = Counter()
+    days: Counter[object] = Counter()
+    subtree: Counter[object] = Counter()
+    for event in events:
+        assert isinstance(event, ApiCallsCounted)
+        for c in event.counts:
+            chain = chains[c.org_id]
+            counts[c.org_id, quarter_start(c.at), c.service] += c.count
+            for zone in set(chain.zones):
+                day = quarter_start(c.at).astimezone(ZoneInfo(zone)).date()
+                days[zone, c.org_id, day, c.service] += c.count
+            for ancestor, zone in zip(chain.ancestors, chain.zones, strict=True):
+                day = quarter_start(c.at).astimezone(ZoneInfo(zone)).date()
+                subtree[ancestor, day, c.service] += c.count
+    return counts, days, subtree
+
+
+@settings(max_examples=80, deadline=None)
+@given(calls)
+def test_fanning_out_from_quarter_hours_gives_what_counting_call_by_call_gives(
+    made: list[tuple[str, int, int, str]],
+) -> None:
+    # Calls around midnight in every zone of the tree, several in one quarter hour and services.
+    events: list[AnyEvent] = [counted(o, T0 + timedelta(seconds=s), n, svc) for o, s, n, svc in made]
+    chains = tally_calls({}, ORGS).orgs
+    tally = tally_calls(chains, events)
+    assert (tally.counts, tally.days, tally.subtree_days) == call_by_call(dict(chains), events)
 
 
 H = "0" * 64
