@@ -6,8 +6,9 @@ with; ``openapi.py`` turns the lists into the OpenAPI document served at ``GET /
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -27,6 +28,41 @@ PathId = Annotated[str, msgspec.Meta(description="an id; anything that is not on
 IdempotencyKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$", description="retry safely")
 ]
+
+
+T = TypeVar("T")
+
+
+def rule(description: str, **schema: Any) -> msgspec.Meta:
+    """A rule ingest enforces (with its own message): in the document only, never checked on decoding,
+    so a body is refused once, for the same reason whichever way it arrives (HTTP or the bus)."""
+    return msgspec.Meta(description=description, extra_json_schema=schema)
+
+
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
+_WRONG_TYPE = re.compile(r"^Expected `(?P<want>[^`]+)`, got `(?P<got>\w+)` - at `\$\.(?P<field>[^`]+)`$")
+_TYPE_NAMES = {"str": "string", "bool": "boolean", "int": "integer"}
+
+
+def decode_fields(body: dict[str, Any], kind: type[T]) -> T:
+    """A JSON object body as the contract's ``kind``; ValueError with the field and what is wrong
+    (``name is required``, ``name must be a string``, ``unknown fields [...]``)."""
+    try:
+        return msgspec.convert(body, kind)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        if found := _MISSING.match(message):
+            raise ValueError(f"{found['field']} is required") from None
+        if found := _UNKNOWN.match(message):
+            known = sorted(getattr(kind, "__struct_fields__", ()))
+            raise ValueError(f"unknown fields [{found['field']!r}]; expected {known}") from None
+        if found := _WRONG_TYPE.match(message):
+            if found["got"] == "null":
+                raise ValueError(f"{found['field']} is required") from None
+            want = found["want"].split(" | ")[0]
+            raise ValueError(f"{found['field']} must be a {_TYPE_NAMES.get(want, want)}") from None
+        raise ValueError(message) from None
 
 
 class Error(msgspec.Struct):

@@ -15,12 +15,11 @@ from services.gateway.contract import (
     PathId,
     error_answer,
     idempotency_param,
+    rule,
 )
 
 TAG = "heartbeat"
-DeviceName = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=200, description="not blank, no control characters")
-]
+DeviceName = Annotated[str, rule("not blank, at most 200 characters, no control characters", maxLength=200)]
 
 
 class RegisterDeviceBody(msgspec.Struct):

@@ -18,14 +18,23 @@ from services.gateway.contract import (
     PathId,
     error_answer,
     idempotency_param,
+    rule,
 )
 
 TAG = "lighthouse"
 MAX_PAGE = 1000
 MAX_USAGE_PAGE = 10_000
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="not only spaces")]
-Url = Annotated[str, msgspec.Meta(max_length=2000, description="an absolute http:// or https:// URL")]
-Description = Annotated[str, msgspec.Meta(max_length=2000)]
+Name = Annotated[str, rule("1-200 characters, not only spaces", minLength=1, maxLength=200)]
+Url = Annotated[
+    str,
+    rule(
+        "an absolute http:// or https:// URL with a host",
+        maxLength=2000,
+        pattern=r"^https?://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/-]*)?$",
+        examples=["https://example.com/tool"],
+    ),
+]
+Description = Annotated[str, rule("at most 2000 characters", maxLength=2000)]
 Time = Annotated[str, msgspec.Meta(description="ISO 8601, e.g. 2016-03-04T14:53:25.740Z")]
 Offset = Annotated[int, msgspec.Meta(ge=0, le=999_999_999)]
 
@@ -49,7 +58,7 @@ class LinkChange(msgspec.Struct, forbid_unknown_fields=True):
 class UsagePost(msgspec.Struct):
     """``POST /api/links/{id}/usage``, form-encoded or a JSON object."""
 
-    user: Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="no control characters")]
+    user: Annotated[str, rule("1-200 characters, no control characters", minLength=1, maxLength=200)]
 
 
 class LinkDocument(msgspec.Struct):

@@ -10,7 +10,9 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway import keys, links_read
+from services.gateway.contract import decode_fields
 from services.gateway.errors import http_error
+from services.gateway.links_contract import NewLink
 from services.gateway.requests import json_object, path_id, read_form, require_admin, send
 from services.gateway.writes import idempotency_key
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
@@ -35,15 +37,6 @@ View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _link_id(request: web.Request) -> int:
     return path_id(request, "link")
-
-
-def _text_field(body: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = body.get(name)
-    if value is None and required:
-        raise ValueError(f"{name} is required")
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string")
-    return value
 
 
 async def _usage_user(request: web.Request) -> str:
@@ -146,13 +139,15 @@ def _written_link(result: dict[str, Any]) -> dict[str, Any]:
 async def create_link(request: web.Request) -> web.Response:
     require_admin(request)
     try:
-        body = await json_object(request, MAX_BODY)
-        name = _text_field(body, "name", required=True) or ""
-        url = _text_field(body, "url", required=True) or ""
-        description = _text_field(body, "description", required=False) or ""
+        body = decode_fields(await json_object(request, MAX_BODY), NewLink)
     except ValueError as exc:
         raise http_error(400, str(exc)) from None
-    cmd = CreateLink(name=name, url=url, description=description, idempotency_key=idempotency_key(request))
+    cmd = CreateLink(
+        name=body.name,
+        url=body.url,
+        description=body.description or "",
+        idempotency_key=idempotency_key(request),
+    )
     reply = await _send(request, cmd)
     return web.json_response(_written_link(reply.result), status=201)
 

@@ -19,18 +19,19 @@ from services.gateway.contract import (
     PathId,
     error_answer,
     idempotency_param,
+    rule,
 )
 
 TAG = "metering"
 MAX_PAGE = 1000
-OrgId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+OrgId = Annotated[str, rule("lowercase letters, digits, _ and -", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Flag = Literal["true", "false"]
 
 
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
     id: OrgId
     name: str
-    time_zone: Annotated[str, msgspec.Meta(description="an IANA time zone, e.g. Europe/Paris")]
+    time_zone: Annotated[str, rule("an IANA time zone", examples=["Europe/Paris", "UTC"])]
     parent: OrgId | None = None
 
 
