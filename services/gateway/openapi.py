@@ -86,6 +86,8 @@ def shared_answers(op: Operation) -> tuple[Answer, ...]:
             headers=_RETRY_AFTER,
         ),
     ]
+    if op.tag != "operations":  # the API families, whose calls with an org credential are metered
+        answers.append(Answer(401, "an X-Api-Key or X-Session-Id that is not valid", Error))
     if op.method in _WRITES:
         answers += [
             Answer(408, "the body did not arrive in time", Error),
@@ -140,8 +142,9 @@ def _content(schemas: _Schemas, kind: Any, media_types: tuple[str, ...]) -> dict
 
 def _answer(schemas: _Schemas, op: Operation, answer: Answer) -> dict[str, Any]:
     out: dict[str, Any] = {"description": answer.description}
-    if answer.type is Error:
-        # Every family's own refusals, and the shared ones the middleware answers as {"error"}.
+    if answer.status >= 400 and answer.type in (Error, op.error_type):
+        # The family's own refusals, and the ones every route shares, answered as {"error"} before
+        # a route is reached (the middleware's 429 and 503, a path no route matches: 404).
         out["content"] = {JSON: {"schema": schemas.of(Error)}}
         if op.error_type is not Error:
             out["content"][op.error_media_type] = {"schema": schemas.of(op.error_type)}
