@@ -10,11 +10,24 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from services.gateway.contract import ADMIN, Answer, Operation, Param, idempotency_param
+from services.gateway.contract import ADMIN, Answer, Operation, Param, idempotency_param, rule
 
 TAG = "media-usage"
 ARGO = "application/vnd.argo+json"
-Time = Annotated[str, msgspec.Meta(description="ISO 8601, e.g. 2018-01-02T03:04:05Z")]
+Time = Annotated[str, rule("a date-time, e.g. 2018-01-02T03:04:05Z", format="date-time")]
+# Ids, texts and URLs as ingest checks them (docs/api.md, "Validation").
+MediaId = Annotated[str, rule("1-200 printable ASCII characters, no /", pattern=r"^[!-.0-~]{1,200}$")]
+Text = Annotated[
+    str,
+    rule(
+        "at most 2000 characters, no control characters",
+        maxLength=2000,
+        pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
+    ),
+]
+Url = Annotated[
+    str, rule("an absolute http(s) URL with a host", maxLength=2000, pattern=r"^https?://[^\s/?#]+[^\s]*$")
+]
 
 
 class MediaError(msgspec.Struct):
@@ -29,11 +42,18 @@ class Reference(msgspec.Struct):
     uri: str
 
 
+class DigitalUsageMetadata(msgspec.Struct):
+    webTitle: Text
+    webUrl: Url
+    sectionId: Text
+    composerUrl: Url | None = None
+
+
 class DigitalUsages(msgspec.Struct):
-    contentId: str
+    contentId: MediaId
     status: Literal["pending", "published"]
-    mediaIds: list[str]
-    digitalUsageMetadata: dict[str, Any]
+    mediaIds: list[MediaId]
+    digitalUsageMetadata: DigitalUsageMetadata
     references: list[Reference] | None = None
 
 
@@ -60,7 +80,7 @@ class PrintUsageMetadata(msgspec.Struct):
 
 class PrintUsageRecord(msgspec.Struct):
     dateAdded: Time
-    mediaId: str
+    mediaId: MediaId
     printUsageMetadata: PrintUsageMetadata
     containerId: str
     usageId: str
@@ -72,10 +92,10 @@ class PrintUsages(msgspec.Struct):
 
 
 class SyndicationData(msgspec.Struct):
-    partnerName: str
-    mediaId: str
+    partnerName: Text
+    mediaId: MediaId
     dateAdded: Time
-    syndicatedBy: str | None = None
+    syndicatedBy: Text | None = None
     startPending: bool | None = None
 
 
@@ -84,9 +104,9 @@ class SyndicationUsage(msgspec.Struct):
 
 
 class FrontData(msgspec.Struct):
-    addedBy: str
-    front: str
-    mediaId: str
+    addedBy: Text
+    front: Text
+    mediaId: MediaId
     dateAdded: Time
 
 
@@ -95,8 +115,8 @@ class FrontUsage(msgspec.Struct):
 
 
 class DownloadData(msgspec.Struct):
-    downloadedBy: str
-    mediaId: str
+    downloadedBy: Text
+    mediaId: MediaId
     dateAdded: Time
 
 

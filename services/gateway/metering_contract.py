@@ -31,7 +31,10 @@ Flag = Literal["true", "false"]
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
     id: OrgId
     name: str
-    time_zone: Annotated[str, rule("an IANA time zone", examples=["Europe/Paris", "UTC"])]
+    time_zone: Annotated[
+        str,
+        rule("an IANA time zone", examples=["Europe/Paris", "UTC"]),
+    ]
     parent: OrgId | None = None
 
 
@@ -82,7 +85,13 @@ class KeysPage(msgspec.Struct):
 
 
 class NewPrincipal(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
+    id: Annotated[
+        str,
+        rule(
+            "1-128 letters, digits or . _ @ + -, from a letter or digit",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$",
+        ),
+    ]
     super_ops: bool | None = None
 
 
