@@ -148,7 +148,10 @@ def _answer(schemas: _Schemas, op: Operation, answer: Answer) -> dict[str, Any]:
         out["content"] = {JSON: {"schema": schemas.of(Error)}}
         if op.error_type is not Error:
             out["content"][op.error_media_type] = {"schema": schemas.of(op.error_type)}
-    elif answer.type is not None and answer.status != 101:
+    elif answer.status == 101 and answer.type is not None:
+        # A WebSocket: no body, but text messages (OpenAPI has no words for them; an extension does).
+        out["x-websocket-messages"] = {"server": schemas.of(answer.type), "client": "none"}
+    elif answer.type is not None:
         out["content"] = _content(schemas, answer.type, answer.media_types)
     if answer.headers:
         out["headers"] = {h: {"schema": {"type": "string"}} for h in answer.headers}

@@ -94,6 +94,7 @@ def test_the_websocket_is_a_get_answering_101() -> None:
     op = openapi_document(admin_routes=True)["paths"]["/api/stats/ws"]["get"]
     assert "101" in op["responses"]
     assert "once a second" in op["responses"]["101"]["description"]
+    assert op["responses"]["101"]["x-websocket-messages"]["server"] == {"$ref": "#/components/schemas/Stats"}
 
 
 def test_security_schemes() -> None:
