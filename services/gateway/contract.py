@@ -23,8 +23,8 @@ ORG_KEY = "OrgKey"
 SESSION = "SessionId"
 ANYONE = ""  # in an operation's security: no credential is needed either
 
-# A path id the routes read as at most nine digits; anything else names nothing (404).
-PathId = Annotated[str, msgspec.Meta(description="an id; anything that is not one answers 404")]
+# Ids the routes read as at most nine digits (links, devices).
+NumericId = Annotated[int, msgspec.Meta(ge=0, le=999_999_999, description="anything else answers 404")]
 IdempotencyKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$", description="retry safely")
 ]

@@ -10,9 +10,9 @@ from services.gateway.contract import (
     ADMIN,
     DEVICE,
     Answer,
+    NumericId,
     Operation,
     Param,
-    PathId,
     error_answer,
     idempotency_param,
     rule,
@@ -51,7 +51,7 @@ class Stats(msgspec.Struct):
     uptime: int
 
 
-_DEVICE_ID = Param("id", "path", PathId, "a device id", required=True)
+_DEVICE_ID = Param("id", "path", NumericId, "a device id", required=True)
 _NO_DEVICE = error_answer(404, "no such device (or no secret key: the route does not exist)")
 _NO_KEY = error_answer(401, "wrong or missing Authorization")
 

@@ -13,9 +13,9 @@ from services.gateway.contract import (
     MULTIPART,
     Answer,
     Link,
+    NumericId,
     Operation,
     Param,
-    PathId,
     error_answer,
     idempotency_param,
     rule,
@@ -104,7 +104,7 @@ class LinkStats(msgspec.Struct):
     by_day: list[Aggregates]
 
 
-_LINK_ID = Param("id", "path", PathId, "a link id", required=True)
+_LINK_ID = Param("id", "path", NumericId, "a link id", required=True)
 _NO_LINK = error_answer(404, "no such link")
 _NO_KEY = error_answer(401, "wrong or missing Authorization")
 _NO_ADMIN = error_answer(404, "no such link, or no secret key is set (the admin routes do not exist)")

@@ -16,7 +16,6 @@ from services.gateway.contract import (
     Link,
     Operation,
     Param,
-    PathId,
     error_answer,
     idempotency_param,
     rule,
@@ -26,6 +25,9 @@ TAG = "metering"
 MAX_PAGE = 1000
 OrgId = Annotated[str, rule("lowercase letters, digits, _ and -", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Flag = Literal["true", "false"]
+# Path ids the routes check themselves: anything else names nothing (404).
+OrgIdInPath = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="else 404")]
+KeyId = Annotated[str, msgspec.Meta(pattern=r"^key_[0-9a-f]{16}$", description="else 404")]
 
 
 class NewOrg(msgspec.Struct, forbid_unknown_fields=True):
@@ -132,7 +134,7 @@ Tr50Envelope = Annotated[
 ]
 Tr50Replies = Annotated[dict[str, Tr50Reply], msgspec.Meta(description="a reply under each command's id")]
 
-_ORG_ID = Param("id", "path", PathId, "an org id", required=True)
+_ORG_ID = Param("id", "path", OrgIdInPath, "an org id", required=True)
 _NO_KEY = error_answer(401, "wrong or missing Authorization")
 _NO_ORG = error_answer(404, "no such org, or no secret key is set (the admin routes do not exist)")
 _NO_ADMIN = error_answer(404, "no secret key is set: the admin routes do not exist")
@@ -264,7 +266,7 @@ OPERATIONS = (
         "Revoke a key",
         TAG,
         (Answer(204, "revoked"), _NO_KEY, error_answer(404, "no such key, or no secret key is set")),
-        parameters=(Param("id", "path", PathId, "a key id, key_ and 16 hex digits", required=True),),
+        parameters=(Param("id", "path", KeyId, "a key id", required=True),),
         security=(ADMIN,),
     ),
     Operation(
