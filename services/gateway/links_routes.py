@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from services.gateway import keys, links_read
 from services.gateway.contract import decode_fields
 from services.gateway.errors import http_error
-from services.gateway.links_contract import NewLink
+from services.gateway.links_contract import LinkChange, NewLink
 from services.gateway.requests import json_object, path_id, read_form, require_admin, send
 from services.gateway.writes import idempotency_key
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
@@ -161,17 +162,11 @@ async def update_link(request: web.Request) -> web.Response:
     problem = None
     fields: dict[str, str] = {}
     try:
-        body = await json_object(request, MAX_BODY)
-        unknown = sorted(set(body) - set(_UPDATABLE))
-        if unknown:
-            raise ValueError(f"unknown fields {unknown}; a link has {list(_UPDATABLE)}")
+        change = decode_fields(await json_object(request, MAX_BODY), LinkChange)
         for name in _UPDATABLE:
-            if name not in body:
-                continue
-            value = "" if name == "description" and body[name] is None else body[name]
-            if not isinstance(value, str):
-                raise ValueError(f"{name} must be a string")
-            fields[name] = value
+            value = getattr(change, name)
+            if value is not msgspec.UNSET:
+                fields[name] = "" if value is None else value  # "description": null clears it
     except ValueError as exc:
         problem, fields = str(exc), {}
     reply = await _send(request, UpdateLink(link_id=link_id, **fields), problem)
