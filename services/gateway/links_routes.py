@@ -13,7 +13,7 @@ from aiohttp import web
 from services.gateway import keys, links_read
 from services.gateway.contract import decode_fields
 from services.gateway.errors import http_error
-from services.gateway.links_contract import LinkChange, NewLink
+from services.gateway.links_contract import LinkChange, NewLink, UsagePost
 from services.gateway.requests import json_object, path_id, read_form, require_admin, send
 from services.gateway.writes import idempotency_key
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
@@ -44,15 +44,13 @@ async def _usage_user(request: web.Request) -> str:
     """The ``user`` argument, form-encoded (the document) or in a JSON object."""
     if request.content_type == "application/json":
         body = await json_object(request, MAX_BODY)
-        user = body.get("user")
     else:
         form = await read_form(request, MAX_BODY)
-        user = form.get("user")
-    if user is None:
-        raise ValueError("user is required (form-encoded, or in a JSON object)")
-    if not isinstance(user, str):
-        raise ValueError("user must be a string")
-    return user
+        body = {"user": form["user"]} if "user" in form else {}  # a file's part is "not a string"
+    try:
+        return decode_fields(body, UsagePost).user
+    except ValueError as exc:
+        raise ValueError(f"{exc} (form-encoded, or in a JSON object)") from None
 
 
 def _count(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
