@@ -40,7 +40,7 @@ headers = { "X-Api-Key" = "KEY" }
 def summary(output: str) -> str:
     """The lines of schemathesis' report worth keeping in ``make test``'s output."""
     start = output.find("SUMMARY")
-    return output[start:] if start >= 0 else output[-4000:]
+    return output[output.rfind("\n", 0, start) + 1 :] if start >= 0 else output[-4000:]
 
 
 @pytest.mark.timeout(600)
