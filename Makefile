@@ -47,6 +47,11 @@ integration: install
 e2e: install
 	$(PY) -m pytest -q tests/e2e
 
+# The fuzzer alone (it also runs in `make test`): schemathesis against a live gateway, ingest and projector.
+.PHONY: fuzz
+fuzz: install
+	$(PY) -m pytest -q tests/e2e/test_contract_fuzz.py
+
 cluster: install
 	$(PY) -m pytest -q tests/cluster
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway import keys
 from services.gateway.auth_limits import AuthLimits
 from services.gateway.contributions_routes import setup_contributions_routes
+from services.gateway.docs_routes import setup_docs_routes
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
 from services.gateway.heartbeat_visits import MAX_TRACKED_VISITORS, RecentVisitors
@@ -39,6 +40,7 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     setup_media_routes(app, settings)
     setup_metering_routes(app, settings)
     setup_contributions_routes(app, settings)
+    setup_docs_routes(app, settings)
 
 
 async def _nats(app: web.Application) -> AsyncIterator[None]:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from services.gateway import keys
 from services.gateway.auth_limits import client_address
+from services.gateway.contract import decode_fields
 from services.gateway.dashboard_page import (
     ONLINE_WITHIN,
     dashboard_body,
@@ -21,6 +22,7 @@ from services.gateway.dashboard_page import (
 )
 from services.gateway.dashboard_read import read_board
 from services.gateway.errors import http_error
+from services.gateway.heartbeat_contract import RegisterDeviceBody
 from services.gateway.heartbeat_read import read_snapshot, stats_view
 from services.gateway.heartbeat_visits import (
     COOKIE,
@@ -45,12 +47,9 @@ MAX_BODY = 4096
 async def register_device(request: web.Request) -> web.Response:
     require_admin(request)
     try:
-        body = await json_object(request, MAX_BODY)
+        name = decode_fields(await json_object(request, MAX_BODY), RegisterDeviceBody).name
     except ValueError as exc:
         raise http_error(400, str(exc)) from None
-    name = body.get("name")
-    if not isinstance(name, str):
-        raise http_error(400, "name must be a non-empty string")
     # The token is made here and only its hash crosses the bus: the plaintext is in this answer only.
     token = new_token()
     cmd = RegisterDevice(name=name, token_hash=hash_token(token), idempotency_key=idempotency_key(request))

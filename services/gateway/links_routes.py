@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from services.gateway import keys, links_read
+from services.gateway.contract import decode_fields
 from services.gateway.errors import http_error
+from services.gateway.links_contract import LinkChange, NewLink, UsagePost
 from services.gateway.requests import json_object, path_id, read_form, require_admin, send
 from services.gateway.writes import idempotency_key
 from shared.commands import Command, CreateLink, DeleteLink, RecordLinkUsage, Reply, UpdateLink
@@ -37,28 +40,17 @@ def _link_id(request: web.Request) -> int:
     return path_id(request, "link")
 
 
-def _text_field(body: dict[str, Any], name: str, *, required: bool) -> str | None:
-    value = body.get(name)
-    if value is None and required:
-        raise ValueError(f"{name} is required")
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string")
-    return value
-
-
 async def _usage_user(request: web.Request) -> str:
     """The ``user`` argument, form-encoded (the document) or in a JSON object."""
     if request.content_type == "application/json":
         body = await json_object(request, MAX_BODY)
-        user = body.get("user")
     else:
         form = await read_form(request, MAX_BODY)
-        user = form.get("user")
-    if user is None:
-        raise ValueError("user is required (form-encoded, or in a JSON object)")
-    if not isinstance(user, str):
-        raise ValueError("user must be a string")
-    return user
+        body = {"user": form["user"]} if "user" in form else {}  # a file's part is "not a string"
+    try:
+        return decode_fields(body, UsagePost).user
+    except ValueError as exc:
+        raise ValueError(f"{exc} (form-encoded, or in a JSON object)") from None
 
 
 def _count(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -146,13 +138,15 @@ def _written_link(result: dict[str, Any]) -> dict[str, Any]:
 async def create_link(request: web.Request) -> web.Response:
     require_admin(request)
     try:
-        body = await json_object(request, MAX_BODY)
-        name = _text_field(body, "name", required=True) or ""
-        url = _text_field(body, "url", required=True) or ""
-        description = _text_field(body, "description", required=False) or ""
+        body = decode_fields(await json_object(request, MAX_BODY), NewLink)
     except ValueError as exc:
         raise http_error(400, str(exc)) from None
-    cmd = CreateLink(name=name, url=url, description=description, idempotency_key=idempotency_key(request))
+    cmd = CreateLink(
+        name=body.name,
+        url=body.url,
+        description=body.description or "",
+        idempotency_key=idempotency_key(request),
+    )
     reply = await _send(request, cmd)
     return web.json_response(_written_link(reply.result), status=201)
 
@@ -166,17 +160,11 @@ async def update_link(request: web.Request) -> web.Response:
     problem = None
     fields: dict[str, str] = {}
     try:
-        body = await json_object(request, MAX_BODY)
-        unknown = sorted(set(body) - set(_UPDATABLE))
-        if unknown:
-            raise ValueError(f"unknown fields {unknown}; a link has {list(_UPDATABLE)}")
+        change = decode_fields(await json_object(request, MAX_BODY), LinkChange)
         for name in _UPDATABLE:
-            if name not in body:
-                continue
-            value = "" if name == "description" and body[name] is None else body[name]
-            if not isinstance(value, str):
-                raise ValueError(f"{name} must be a string")
-            fields[name] = value
+            value = getattr(change, name)
+            if value is not msgspec.UNSET:
+                fields[name] = "" if value is None else value  # "description": null clears it
     except ValueError as exc:
         problem, fields = str(exc), {}
     reply = await _send(request, UpdateLink(link_id=link_id, **fields), problem)

@@ -10,13 +10,15 @@ import json
 import re
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from services.gateway import keys, metering_read
+from services.gateway.contract import decode_fields
 from services.gateway.errors import http_error
+from services.gateway.metering_contract import NewKey, NewOrg, NewPrincipal
 from services.gateway.metering_history import (
     MAX_ORG_CELLS,
     HistoryError,
@@ -60,6 +62,7 @@ _ORG_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY_ID = re.compile(r"^key_[0-9a-f]{16}$")
 _CREDENTIAL = re.compile(r"^[\x21-\x7e]{1,512}$")
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Body = TypeVar("Body", NewOrg, NewKey, NewPrincipal)
 
 
 # --- who is calling ---------------------------------------------------------------------------
@@ -342,18 +345,12 @@ async def tr50(request: web.Request) -> web.Response:
 # --- admin ------------------------------------------------------------------------------------
 
 
-def _fields(body: dict[str, Any], allowed: dict[str, type], required: tuple[str, ...]) -> dict[str, Any]:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise http_error(400, f"unknown fields {unknown}; expected {sorted(allowed)}")
-    for name in required:
-        if body.get(name) is None:
-            raise http_error(400, f"{name} is required")
-    for name, value in body.items():
-        kind = allowed[name]
-        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise http_error(400, f"{name} must be a {'boolean' if kind is bool else 'string'}")
-    return body
+def _fields(body: dict[str, Any], kind: type[Body]) -> Body:
+    """The body as the contract's type, or 400 naming the field."""
+    try:
+        return decode_fields(body, kind)
+    except ValueError as exc:
+        raise http_error(400, str(exc)) from None
 
 
 async def _body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
@@ -386,16 +383,12 @@ def _paging(request: web.Request) -> tuple[int, int]:
 
 async def create_org(request: web.Request) -> web.Response:
     require_admin(request)
-    body = _fields(
-        await _body(request),
-        {"id": str, "name": str, "time_zone": str, "parent": str},
-        ("id", "name", "time_zone"),
-    )
+    body = _fields(await _body(request), NewOrg)
     cmd = CreateOrg(
-        org_id=body["id"],
-        name=body["name"],
-        time_zone=body["time_zone"],
-        parent_id=body.get("parent"),
+        org_id=body.id,
+        name=body.name,
+        time_zone=body.time_zone,
+        parent_id=body.parent,
         idempotency_key=idempotency_key(request),
     )
     reply = await send(request, cmd, READ_BY)
@@ -427,13 +420,13 @@ async def issue_key(request: web.Request) -> web.Response:
     """A new key of the org, shown in this answer only; ingest and the event log get its hash."""
     require_admin(request)
     org_id = _org_id(request)
-    body = _fields(await _body(request, optional=True), {"principal": str, "name": str}, ())
+    body = _fields(await _body(request, optional=True), NewKey)
     key = new_token()
     cmd = IssueApiKey(
         org_id=org_id,
         key_hash=hash_token(key),
-        principal_id=body.get("principal"),
-        name=body.get("name") or "",
+        principal_id=body.principal,
+        name=body.name or "",
         idempotency_key=idempotency_key(request),
     )
     reply = await send(request, cmd, READ_BY)
@@ -460,10 +453,10 @@ async def revoke_key(request: web.Request) -> web.Response:
 
 async def add_principal(request: web.Request) -> web.Response:
     require_admin(request)
-    body = _fields(await _body(request), {"id": str, "super_ops": bool}, ("id",))
+    body = _fields(await _body(request), NewPrincipal)
     cmd = AddPrincipal(
-        principal_id=body["id"],
-        super_ops=bool(body.get("super_ops")),
+        principal_id=body.id,
+        super_ops=bool(body.super_ops),
         idempotency_key=idempotency_key(request),
     )
     reply = await send(request, cmd, READ_BY)

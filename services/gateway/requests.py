@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from services.gateway import keys
@@ -72,6 +73,8 @@ async def read_form(
         raise BodyTooLarge("request body too large") from None
     except ValueError:
         raise ValueError("request body is not a valid UTF-8 form") from None
+    except HttpProcessingError:  # a multipart part whose headers are not HTTP headers
+        raise ValueError("request body is not a valid form: a part's headers are malformed") from None
 
 
 def decode_json(raw: bytes) -> Any:

@@ -52,5 +52,9 @@ SECURITY_HEADERS: dict[str, str] = {
 
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: every response of the app, errors and 404s included."""
+    """``on_response_prepare``: every response of the app, errors and 404s included. A page with a
+    policy of its own (the API reference at ``/docs``) keeps it."""
+    own_policy = response.headers.get("Content-Security-Policy")
     response.headers.update(SECURITY_HEADERS)
+    if own_policy is not None:
+        response.headers["Content-Security-Policy"] = own_policy

@@ -23,6 +23,7 @@ from services.ingest.links import (
     record_link_usage,
     update_link,
     updated,
+    valid_user,
 )
 from services.ingest.rejected import Rejected
 from shared.bus import Expectation
@@ -111,7 +112,9 @@ async def handle_delete_link(ingest: Ingest, cmd: DeleteLink) -> Reply:
 async def handle_record_link_usage(ingest: Ingest, cmd: RecordLinkUsage) -> Reply:
     """Usage takes no lock: uses never conflict with each other, only with a delete of their link."""
     await _existing_link(ingest, cmd.link_id)
-    # Usage posts are anonymous: the user they name is the caller a key belongs to.
+    # Usage posts are anonymous: the user they name is the caller a key belongs to, so it is checked
+    # before the key is looked up (a NUL in it cannot even be a Postgres text: found by the fuzzer).
+    valid_user(cmd.user)
     key = idempotency_key(cmd, f"user:{cmd.user}", f"link:{cmd.link_id}")
     if isinstance(await ingest.earlier_outcome(key), LinkUsed):
         return Reply(status=201, seq=0, result={"status": "ok"})

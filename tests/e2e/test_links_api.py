@@ -371,6 +371,19 @@ async def test_an_idempotency_key_makes_a_retry_one_use(client: Client) -> None:
     assert len(await usage(client, 1)) == 1
 
 
+async def test_a_user_with_a_nul_and_an_idempotency_key_is_400(client: Client) -> None:
+    """Found by the fuzzer: the user is part of the key's scope, and a NUL in it made the key's
+    lookup in Postgres fail (503) before the user was checked."""
+    link = await (
+        await client.post("/api/links", json={"name": "Wiki", "url": "https://wiki.example"}, headers=admin())
+    ).json()
+    resp = await client.post(
+        f"/api/links/{link['id']}/usage", json={"user": "a\u0000b"}, headers={"Idempotency-Key": "nul-1"}
+    )
+    assert resp.status == 400, await resp.text()
+    assert "control characters" in (await resp.json())["error"]
+
+
 async def test_usage_is_oldest_first_with_filters_and_stable_paging(client: Client) -> None:
     await create(client)
     users = ["carol", "alice", "bob", "alice2", "dave"]

@@ -102,3 +102,25 @@ async def test_malformed_json_is_400(client: Client, raw: bytes, path: str) -> N
     resp = await client.post(path, data=raw, headers=admin(**{"Content-Type": "application/json"}))
     assert resp.status == 400, await resp.text()
     assert "error" in await resp.json()
+
+
+async def test_a_multipart_part_with_malformed_headers_is_400(client: Client) -> None:
+    """Found by the fuzzer (tests/e2e/test_contract_fuzz.py): a part's name with bytes an HTTP header
+    cannot hold made aiohttp's multipart parser raise, and the gateway answered 500."""
+    created = await client.post(
+        "/api/links", json={"name": "Wiki", "url": "https://wiki.example"}, headers=admin()
+    )
+    link_id = (await created.json())["id"]
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\n".encode()
+        + b'Content-Disposition: form-data; name="/\xc3\x8d\x15a"\r\n\r\nx\r\n'
+        + f"--{boundary}--\r\n".encode()
+    )
+    resp = await client.post(
+        f"/api/links/{link_id}/usage",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert resp.status == 400, await resp.text()
+    assert "form" in (await resp.json())["error"]
