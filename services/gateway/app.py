@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway import keys
 from services.gateway.auth_limits import AuthLimits
 from services.gateway.contributions_routes import setup_contributions_routes
+from services.gateway.dashboard_routes import setup_dashboard_routes
 from services.gateway.docs_routes import setup_docs_routes
 from services.gateway.health_routes import setup_health_routes
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
@@ -35,6 +36,7 @@ from shared.settings import Settings
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
     setup_health_routes(app)
+    setup_dashboard_routes(app)
     setup_heartbeat_routes(app, settings.device_routes_enabled)
     setup_links_routes(app, settings)
     setup_media_routes(app, settings)

@@ -1,4 +1,4 @@
-"""The contract of the probes, the metrics and the status page."""
+"""The contract of the probes and the metrics."""
 
 from __future__ import annotations
 
@@ -46,13 +46,5 @@ OPERATIONS = (
         "Prometheus metrics",
         TAG,
         (Answer(200, "the metrics, Prometheus text format", str, ("text/plain",)),),
-    ),
-    Operation(
-        "get",
-        "/",
-        "statusPage",
-        "The heartbeat status page (HTML, updated live from the WebSocket)",
-        "heartbeat",
-        (Answer(200, "the page", str, ("text/html",)),),
     ),
 )

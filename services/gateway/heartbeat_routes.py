@@ -1,42 +1,22 @@
-"""The heartbeat API: devices, beats, statistics, the dashboard page (its icon, the fragment that
-refreshes its other panels) and the stats WebSocket."""
+"""The heartbeat API: devices, beats, statistics and the stats WebSocket (its status page, ``/``, is
+the dashboard: dashboard_routes.py)."""
 
 from __future__ import annotations
 
 import json
-import time
-from string import Template
 
 import asyncpg
 from aiohttp import web
 
 from services.gateway import keys
-from services.gateway.auth_limits import client_address
 from services.gateway.contract import decode_fields
-from services.gateway.dashboard_page import (
-    ONLINE_WITHIN,
-    dashboard_body,
-    etag_matches,
-    live_panels,
-    panels_etag,
-)
-from services.gateway.dashboard_read import read_board
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_contract import RegisterDeviceBody
 from services.gateway.heartbeat_read import read_snapshot, stats_view
-from services.gateway.heartbeat_visits import (
-    COOKIE,
-    COOKIE_MAX_AGE,
-    cookie_visitor,
-    fallback_visitor,
-    is_visitor_cookie,
-    new_cookie_value,
-)
 from services.gateway.requests import json_object, path_id, presented_token, require_admin, send
-from services.gateway.security_headers import FAVICON, PAGE_TEMPLATE
 from services.gateway.writes import idempotency_key
 from services.gateway.ws import origin_allowed
-from shared.commands import RecordBeat, RecordPageVisit, RegenerateDeviceToken, RegisterDevice
+from shared.commands import RecordBeat, RegenerateDeviceToken, RegisterDevice
 from shared.events import now
 from shared.secrets import hash_token, new_token
 
@@ -89,80 +69,8 @@ async def stats_ws(request: web.Request) -> web.WebSocketResponse:
     return await request.app[keys.FEED].serve(request)
 
 
-# The page's inline script and style are allowed by hash in the Content-Security-Policy.
-_PAGE = Template(PAGE_TEMPLATE)
-
-
-def _visitor(request: web.Request) -> tuple[str, str | None]:
-    """The visitor viewing the page, and the cookie to give them when they brought none."""
-    cookie = request.cookies.get(COOKIE)
-    if is_visitor_cookie(cookie):
-        return cookie_visitor(cookie), None
-    limits = request.app[keys.AUTH_LIMITS]
-    address = client_address(request.remote, request.headers.get("X-Forwarded-For"), limits.proxies)
-    key = request.app[keys.SETTINGS].secret_key.encode()
-    return fallback_visitor(address, request.headers.get("User-Agent", ""), key), new_cookie_value()
-
-
-async def index(request: web.Request) -> web.Response:
-    # A visit is a visitor's session (API calls never are): only a view that may start one is sent.
-    visitors = request.app[keys.VISITORS]
-    visitor, new_cookie = _visitor(request)
-    at = time.monotonic()
-    if visitors.starts_session(visitor, at):
-        # Its next views bring the new cookie: the same visitor, in the same session, here and
-        # (through the event) in the projection, whichever gateway they reach.
-        given = "" if new_cookie is None else cookie_visitor(new_cookie)
-        cmd = RecordPageVisit(path=request.path, visitor=visitor, cookie_visitor=given)
-        await send(request, cmd, READ_BY)
-        if given:
-            visitors.viewed(given, at)
-    visitors.viewed(visitor, at)
-    pool = request.app[keys.POOL]
-    board = await read_board(pool, now())
-    view = stats_view(await read_snapshot(pool), board.now)
-    page = _PAGE.substitute(
-        online_within=int(ONLINE_WITHIN.total_seconds()),
-        body=dashboard_body(board, view, f"{request.scheme}://{request.host}"),
-    )
-    response = web.Response(text=page, content_type="text/html")
-    if new_cookie is not None:
-        response.set_cookie(
-            COOKIE,
-            new_cookie,
-            max_age=COOKIE_MAX_AGE,
-            path="/",
-            httponly=True,
-            samesite="Lax",
-            secure=request.secure,
-        )
-    return response
-
-
-async def dashboard_panels(request: web.Request) -> web.Response:
-    """The page's panels after the heartbeat one, as the page renders them, for its script to swap
-    in; 304 when they are what the page has (``If-None-Match``). Not a visit: the page was one."""
-    board = await read_board(request.app[keys.POOL], now(), with_devices=False)
-    fragment = live_panels(board, f"{request.scheme}://{request.host}")
-    etag = panels_etag(fragment)
-    # no-cache: a browser's cache must ask each time (the panels change with every write).
-    headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag_matches(request.headers.get("If-None-Match"), etag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(text=fragment, content_type="text/html", headers=headers)
-
-
-async def favicon(request: web.Request) -> web.Response:
-    return web.Response(
-        text=FAVICON, content_type="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"}
-    )
-
-
 def setup_heartbeat_routes(app: web.Application, device_routes: bool) -> None:
     checked = app[keys.CREDENTIAL_ROUTES]
-    app.router.add_get("/", index)
-    app.router.add_get("/favicon.svg", favicon)
-    app.router.add_get("/dashboard/panels", dashboard_panels)
     if device_routes:  # the document: without a secret key these routes do not exist
         checked.add(app.router.add_post("/api/devices", register_device))
         checked.add(app.router.add_post("/api/devices/{id}/token/generate", generate_token))

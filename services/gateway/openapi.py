@@ -9,6 +9,7 @@ import msgspec
 
 from services.gateway import (
     contributions_contract,
+    dashboard_contract,
     docs_contract,
     health_contract,
     heartbeat_contract,
@@ -30,6 +31,7 @@ from services.gateway.contract import (
 
 OPERATIONS: tuple[Operation, ...] = (
     *health_contract.OPERATIONS,
+    *dashboard_contract.OPERATIONS,
     *docs_contract.OPERATIONS,
     *heartbeat_contract.OPERATIONS,
     *links_contract.OPERATIONS,
@@ -63,6 +65,7 @@ SECURITY_SCHEMES = {
 
 TAGS = [
     {"name": "operations", "description": "Probes, metrics and this document."},
+    {"name": "dashboard", "description": "The page at / and what it loads."},
     {"name": "heartbeat", "description": "Devices, beats and their statistics."},
     {"name": "lighthouse", "description": "Links and who uses them."},
     {"name": "media-usage", "description": "Where media are used (errors are Argo documents)."},
