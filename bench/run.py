@@ -80,9 +80,9 @@ def usagehub(data: Path) -> Iterator[tuple[str, Server, str]]:
         _wait_http(base + "/readyz", 60)
         yield base, nats, pg.url
     finally:
-        for p in procs:
+        # The gateway first, as `make up` stops them: its last metering flush still reaches ingest.
+        for p in reversed(procs):
             p.terminate()
-        for p in procs:
             p.wait(20)
         pg.stop()
         nats.stop()

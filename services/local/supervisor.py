@@ -356,11 +356,14 @@ def _run(settings: Settings, data_dir: Path) -> int:
             remove_running(data_dir, os.getpid())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in children:
-            if child.process is not None and child.process.poll() is None:
-                child.process.terminate()
-        for child in children:
-            child.stop()
+        # The gateway first: its last flush of the API calls it metered must still find ingest.
+        gateway = [c for c in children if c.name == "gateway"]
+        for group in (gateway, [c for c in children if c.name != "gateway"]):
+            for child in group:
+                if child.process is not None and child.process.poll() is None:
+                    child.process.terminate()
+            for child in group:
+                child.stop()
         for name in reversed(list(servers)):
             servers[name].stop()
         log.info("usagehub stopped")
