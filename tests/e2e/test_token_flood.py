@@ -21,7 +21,7 @@ from services.local.servers import free_port
 from services.projector.projections import PROJECTIONS
 from shared.bus import EVENTS_STREAM, inbox_prefix
 from shared.secrets import hash_token
-from tests.e2e.test_local_run import SECRET, call, processes_using, start, stop, wait_until
+from tests.e2e.test_local_run import SECRET, call, processes_using, start, stop, up_environment, wait_until
 
 HTTP_FLOOD = 15_000
 NATS_FLOOD = 15_000
@@ -96,7 +96,7 @@ async def flood(base: str, data: Path, up_pid: int, token: str) -> dict[str, obj
 def test_a_wrong_token_flood_with_an_ingest_crash_leaves_usagehub_serving(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     base = f"http://127.0.0.1:{port}"
-    up = start(data, port)
+    up = start(up_environment(data, port))
     try:
         wait_until(lambda: call(base + "/readyz"), 90)
         register = {"Authorization": SECRET, "Idempotency-Key": "laptop"}
@@ -132,7 +132,7 @@ def test_a_wrong_token_flood_with_an_ingest_crash_leaves_usagehub_serving(tmp_pa
         stop(up)
     assert processes_using(data) == []
 
-    up = start(data, port)
+    up = start(up_environment(data, port))
     try:
         wait_until(lambda: call(base + "/readyz"), 90)
         stats = call(base + "/api/stats")
