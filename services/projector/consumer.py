@@ -40,6 +40,18 @@ async def lock_batches(conn: Conn, projection: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _BATCH_LOCK, projection)
 
 
+class BatchesHeld(Exception):
+    """Another writer holds this projection's batches: a rebuild, for as long as it replays."""
+
+
+async def _batches_free(conn: Conn, projection: str) -> bool:
+    """Within a transaction: take the batch lock if no one holds it (a session holding it already,
+    a rebuild applying its batches, takes it again)."""
+    return bool(
+        await conn.fetchval("SELECT pg_try_advisory_xact_lock($1, hashtext($2))", _BATCH_LOCK, projection)
+    )
+
+
 async def checkpoint(conn: Conn, projection: str) -> int:
     position = await conn.fetchval(
         "SELECT position FROM projection_checkpoints WHERE projection = $1", projection
@@ -166,7 +178,10 @@ async def _apply_batch(
     one_by_one: bool,
 ) -> int:
     async with conn.transaction():
-        await lock_batches(conn, projection.name)
+        # Never wait on the lock inside a batch: a rebuild holds it for minutes, longer than any
+        # statement may take; run_projection waits for it instead.
+        if not await _batches_free(conn, projection.name):
+            raise BatchesHeld(projection.name)
         position = await checkpoint(conn, projection.name)
         fresh = [d for d in deliveries if d.seq > position]
         if fresh:
@@ -202,6 +217,20 @@ async def _lead(conn: Conn, projection: Projection, stop: asyncio.Event) -> bool
     return False
 
 
+async def _wait_for_batches(pool: asyncpg.Pool, projection: str, stop: asyncio.Event) -> None:
+    """Until no one holds the projection's batches (looked at once a second), or ``stop``. A failure
+    to look ends the wait: projecting again meets it, and reports it, as any other."""
+    while not stop.is_set():
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                if await _batches_free(conn, projection):
+                    return
+        except Exception:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
 async def run_projection(
     nc: NATS,
     js: JetStreamContext,
@@ -224,6 +253,9 @@ async def run_projection(
                     await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LEADER_LOCK, name)
         except asyncio.CancelledError:
             raise
+        except BatchesHeld:
+            log.info("a rebuild holds the projection; projecting again once it is done", projection=name)
+            await _wait_for_batches(pool, name, stop)
         except Exception:
             log.exception("projection failed; restarting from its checkpoint", projection=name)
             with contextlib.suppress(TimeoutError):
