@@ -162,6 +162,8 @@ async def apply_batch(
     when the batch fails because of an event, it is rolled back and applied again one event at a
     time (a savepoint each, which the usual case does without: two round trips less per batch).
     ``decoded``, if given, is ``decode_deliveries(deliveries)``, worked out ahead (a rebuild does).
+    BatchesHeld when another session holds the projection's batches (a rebuild under way): the
+    caller waits outside its transaction, as ``run_projection`` does.
     """
     try:
         return await _apply_batch(conn, projection, deliveries, decoded, one_by_one=False)
