@@ -29,11 +29,21 @@ class Stored:
     event: AnyEvent
 
 
-async def stream_events(js: JetStreamContext) -> list[Stored]:
-    out = []
-    async for batch in read_stream(js, ["usagehub.events.>"]):
-        out += [Stored(d.seq, d.subject, decode_event(d.data)) for d in batch]
-    return out
+async def stream_events(js: JetStreamContext, attempts: int = 3) -> list[Stored]:
+    """Every event in the stream. Read again from the start when the read fails: just after a fault a
+    new consumer may not be served yet (a pull answered 503 once, after a stream leader's pause)."""
+    for attempt in range(attempts):
+        out: list[Stored] = []
+        try:
+            async for batch in read_stream(js, ["usagehub.events.>"]):
+                out += [Stored(d.seq, d.subject, decode_event(d.data)) for d in batch]
+        except (ConnectionError, TimeoutError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(2)
+            continue
+        return out
+    raise AssertionError("unreachable")
 
 
 def client_key(event: AnyEvent) -> str | None:
