@@ -406,8 +406,14 @@ class ExpectationInFlight(ExpectationFailed):
     expectation subject is still being replicated; until then it refuses: the stream is moving on."""
 
 
+class DuplicateInFlight(AppendError):
+    """An append with this message id is still being stored (by another replica, say): its outcome
+    is not known yet; the same append a moment later is a duplicate, or goes in."""
+
+
 WRONG_LAST_SEQUENCE = 10071
 WRONG_LAST_SEQUENCE_IN_FLIGHT = 10164
+DUPLICATE_IN_PROCESS = 10158
 EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
@@ -458,9 +464,11 @@ def _headers(msg_id: str, expect: Expectation | None) -> dict[str, str]:
 def _error_of(reply: dict[str, Any]) -> AppendError:
     err = reply["error"]
     code = int(err.get("err_code", 0))
-    cls = {WRONG_LAST_SEQUENCE: ExpectationFailed, WRONG_LAST_SEQUENCE_IN_FLIGHT: ExpectationInFlight}.get(
-        code, AppendError
-    )
+    cls = {
+        WRONG_LAST_SEQUENCE: ExpectationFailed,
+        WRONG_LAST_SEQUENCE_IN_FLIGHT: ExpectationInFlight,
+        DUPLICATE_IN_PROCESS: DuplicateInFlight,
+    }.get(code, AppendError)
     return cls(code, str(err.get("description", "append refused")))
 
 

@@ -19,7 +19,7 @@ from services.ingest.heartbeat import (
 )
 from services.ingest.idempotency import ADMIN, IdempotencyKey, idempotency_key
 from services.ingest.rejected import Rejected
-from shared.bus import Expectation, ExpectationFailed, ExpectationInFlight
+from shared.bus import DuplicateInFlight, Expectation, ExpectationFailed, ExpectationInFlight
 from shared.commands import (
     Command,
     RecordBeat,
@@ -152,7 +152,7 @@ async def ensure_installation(ingest: Ingest) -> None:
     for _ in range(100):
         try:
             await ingest.append(event, "InstallationSetUp", Expectation(INSTALLATION_SUBJECTS, 0))
-        except ExpectationInFlight:  # another replica's set-up is being stored: see whether it is
+        except (ExpectationInFlight, DuplicateInFlight):  # another replica's set-up is being stored
             await asyncio.sleep(0.1)
         except ExpectationFailed:  # set up before: uptime keeps counting from then
             return

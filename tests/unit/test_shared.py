@@ -10,7 +10,15 @@ import msgspec
 import pytest
 
 from shared import events
-from shared.bus import server_urls, subject_matches
+from shared.bus import (
+    AppendError,
+    DuplicateInFlight,
+    ExpectationFailed,
+    ExpectationInFlight,
+    _error_of,
+    server_urls,
+    subject_matches,
+)
 from shared.events import BeatRecorded, decode_event, encode_event, event_schema, subject_of
 from shared.settings import ENV_VARS, SettingsError, load_settings
 
@@ -142,3 +150,16 @@ def test_docs_events_md_is_generated_from_the_types() -> None:
 
     path = Path(__file__).parents[2] / "docs" / "events.md"
     assert path.read_text() == render_events_markdown(), "run `make docs` to regenerate docs/events.md"
+
+
+def test_append_refusals_are_told_apart_by_their_codes() -> None:
+    """What a writer does next depends on the refusal: decide again, wait for one in flight, or fail."""
+
+    def refusal(code: int) -> AppendError:
+        return _error_of({"error": {"err_code": code, "description": "refused"}})
+
+    assert type(refusal(10071)) is ExpectationFailed
+    assert type(refusal(10164)) is ExpectationInFlight
+    # Two replicas appending the same message id at once (their first set-up): the second waits.
+    assert type(refusal(10158)) is DuplicateInFlight
+    assert type(refusal(10077)) is AppendError
