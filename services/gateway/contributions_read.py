@@ -32,10 +32,12 @@ from shared.contribution_sums import (
 )
 from shared.db import Conn
 
+# Per metric: its kind and the columns a statistics row needs, the metric's own first (a marks row's
+# comment needs the non-zero marks by value; the zeros are only in ``n``).
 METRICS: dict[str, tuple[int, tuple[str, ...]]] = {
     "commits": (1, ("n",)),
     "loc": (1, ("loc",)),
-    "marks": (2, ("n", "m_neg2", "m_neg1", "m_zero", "m_pos1", "m_pos2")),
+    "marks": (2, ("n", "m_neg2", "m_neg1", "m_pos1", "m_pos2")),
     "emails": (3, ("n",)),
     "bpd": (4, ("n",)),
     "bpc": (5, ("n",)),
@@ -258,22 +260,24 @@ def _totals_sql(
     free = ROLLUP_KEYS[p.rollup] - {column for column, _ in p.equal}
     if free != ({group} if group else set()):  # several rows may share a group value: add them up
         return (
-            f"SELECT g, kind, {', '.join(f'sum({v})' for v in values)}"
+            f"SELECT g, kind, {', '.join(f'sum({v})::bigint' for v in values)}"
             f" FROM ({' UNION ALL '.join(parts)}) AS s (g, kind, {names}) GROUP BY g, kind"
         )
+    # OFFSET 0 fences: each row's totals are worked out once, where the planner would otherwise
+    # work them out again in every later step that reads them (the filter, the join, the sort).
     if len(parts) == 1:
-        return parts[0]
+        return parts[0] + " OFFSET 0"
     # One month row per group value: only the few rows of the span's ends need adding up, then
     # joining (cheaper than aggregating every row).
     ends = (
-        f"SELECT g, kind, {', '.join(f'sum({v})' for v in values)}"
+        f"SELECT g, kind, {', '.join(f'sum({v})::bigint' for v in values)}"
         f" FROM ({' UNION ALL '.join(parts[1:])}) AS s (g, kind, {names}) GROUP BY g, kind"
     )
     return (
         "SELECT coalesce(m.g, e.g), coalesce(m.kind, e.kind), "
         + ", ".join(f"coalesce(m.{v}, 0) + coalesce(e.{v}, 0)" for v in values)
-        + f" FROM ({parts[0]}) AS m (g, kind, {names}) FULL JOIN ({ends}) AS e (g, kind, {names})"
-        " ON e.g = m.g AND e.kind = m.kind"
+        + f" FROM ({parts[0]} OFFSET 0) AS m (g, kind, {names}) FULL JOIN ({ends}) AS e (g, kind, {names})"
+        " ON e.g = m.g AND e.kind = m.kind OFFSET 0"
     )
 
 
@@ -297,7 +301,8 @@ def marks_comment(neg2: int, neg1: int, pos1: int, pos2: int) -> str:
     Stackalytics prints it); 0.0% when there is no non-zero mark."""
     numeric = neg2 + neg1 + pos1 + pos2
     share = ((pos1 + pos2) * 100.0) / numeric if numeric else 0.0
-    return f"{neg2}|{neg1}|{pos1}|{pos2} ({share:.1f}%)"
+    # printf-style: a third faster than an f-string here, and an answer may hold every engineer.
+    return "%d|%d|%d|%d (%.1f%%)" % (neg2, neg1, pos1, pos2, share)  # noqa: UP031
 
 
 async def stats(conn: Conn, sel: Selection, metric: str, group: str) -> list[dict[str, Any]]:
@@ -318,19 +323,13 @@ async def stats(conn: Conn, sel: Selection, metric: str, group: str) -> list[dic
     )
     rows = await conn.fetch(text, *sql.args)
     if metric == "marks" and named:
-        # columns: n, m_neg2, m_neg1, m_zero, m_pos1, m_pos2
         return [
-            {
-                "metric": int(r[1]),
-                "id": r[0],
-                "name": r[7] or r[0],
-                "comment": marks_comment(int(r[2]), int(r[3]), int(r[5]), int(r[6])),
-            }
-            for r in rows
+            {"metric": n, "id": g, "name": name or g, "comment": marks_comment(neg2, neg1, pos1, pos2)}
+            for g, n, neg2, neg1, pos1, pos2, name in rows
         ]
     if named:
-        return [{"metric": int(r[1]), "id": r[0], "name": r[-1] or r[0]} for r in rows]
-    return [{"metric": int(r[1]), "id": r[0], "name": r[0]} for r in rows]
+        return [{"metric": r[1], "id": r[0], "name": r[-1] or r[0]} for r in rows]
+    return [{"metric": r[1], "id": r[0], "name": r[0]} for r in rows]
 
 
 async def contribution(conn: Conn, sel: Selection) -> dict[str, Any]:
