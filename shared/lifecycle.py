@@ -12,6 +12,16 @@ from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, SettingsError, load_settings, require_servers
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (everywhere but Windows): every hop of a write is a few
+    socket reads and writes, which it does in C; otherwise asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
     """Validate configuration, then run ``main`` until SIGINT/SIGTERM sets the stop event."""
     try:
@@ -32,7 +42,8 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         await main(settings, stop)
 
     try:
-        asyncio.run(runner())
+        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
+            loop_runner.run(runner())
     except BusRefused as exc:  # wrong credentials: a traceback would only hide the one line that matters
         get_logger(name).error(str(exc))
         raise SystemExit(1) from None
