@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from bench import footprint
+from bench.loadgen import drive, http_request
 from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.bus import Appender, connect, ensure_streams
 from shared.events import PageVisited, new_event_id, now
@@ -930,13 +932,76 @@ async def contributions_bench(base: str, nats: Server, database_url: str) -> dic
         await nc.close()
 
 
+def closed_loop(base: str, requests: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+    """Requests per second over 50 keep-alive connections (as ``wrk -c 50``), ``rounds`` times: the
+    median rate, and each round's rate, p99 and the generator's own CPU share."""
+    runs = [drive(base, requests, connections=50, seconds=seconds) for _ in range(rounds)]
+    for run in runs:
+        if set(run["statuses"]) - {"200", "201", "202", "204"} or run["broken_connections"]:
+            raise RuntimeError(f"{base}: requests refused or connections broken: {run}")
+    return {
+        "median": statistics.median(r["per_s"] for r in runs),
+        "rounds": [r["per_s"] for r in runs],
+        "p99_ms": [r["p99_ms"] for r in runs],
+        "generator_cpu_share": [r["generator_cpu_share"] for r in runs],
+    }
+
+
+OPEN_LOOP_RATES = (500, 1_000, 2_000, 5_000, 10_000)
+
+
+def open_loop_curve(base: str, requests: list[str], seconds: float) -> dict[str, Any]:
+    """p50/p99 of durable beats sent at fixed rates whatever the answers (latency counted from when
+    each request was due), and the first rate whose p99 passes 100 ms."""
+    points = []
+    for rate in OPEN_LOOP_RATES:
+        run = drive(base, requests, connections=512, seconds=seconds, rate=rate)
+        keep = ("offered_per_s", "per_s", "p50_ms", "p99_ms", "generator_cpu_share")
+        points.append({k: run[k] for k in keep})
+        if run["p99_ms"] > 1000:  # far past saturation: higher rates only queue longer
+            break
+    past = [p["offered_per_s"] for p in points if p["p99_ms"] > 100]
+    return {"points": points, "p99_passes_100ms_at_per_s": past[0] if past else None}
+
+
+def cpu_and_memory(base: str, requests: list[str], rate: int, seconds: float) -> dict[str, Any]:
+    """CPU seconds per durable beat, by process, at a steady ``rate``; the stack's memory just after,
+    and once it has been idle for a while."""
+    me = os.getpid()
+    before = footprint.cpu_seconds(me)
+    run = drive(base, requests, connections=256, seconds=seconds, rate=rate, warmup_seconds=0)
+    after = footprint.cpu_seconds(me)
+    beats = run["requests"]
+    per_beat = {name: round(1e6 * (after[name] - before.get(name, 0.0)) / beats, 1) for name in after}
+    per_beat["all"] = round(sum(per_beat.values()), 1)
+    loaded = footprint.memory_mib(me)
+    time.sleep(10)
+    return {
+        "beats": beats,
+        "offered_per_s": rate,
+        "cpu_us_per_beat": per_beat,
+        "memory_mib_after_load": loaded,
+        "memory_mib_10s_later": footprint.memory_mib(me),
+    }
+
+
 def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str, Any]:
     values = [asyncio.run(measure()) for _ in range(rounds)]
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
 
 
 # What `--only` can pick; in this order they run.
-SECTIONS = ("beats", "appends", "links", "media", "catch_up", "metering", "contributions", "cluster")
+SECTIONS = (
+    "beats",
+    "open_loop",
+    "appends",
+    "links",
+    "media",
+    "catch_up",
+    "metering",
+    "contributions",
+    "cluster",
+)
 
 
 def main() -> None:
@@ -945,6 +1010,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each timed HTTP round")
     parser.add_argument("--metering-events", type=int, default=1_000_000)
     parser.add_argument(
         "--only",
@@ -967,20 +1033,21 @@ def main() -> None:
     }
     # The baseline always runs: every rate below is read next to it, measured in the same run.
     with baseline() as base:
-        results["baseline_aiohttp_posts_per_s"] = median_of(
-            rounds, lambda: hammer(base, "/api/beat", n, c, lambda i: {})
+        results["baseline_aiohttp_posts_per_s"] = closed_loop(
+            base, [http_request("POST", "/api/beat")], rounds, args.seconds
         )
     data = Path(tempfile.mkdtemp(prefix="usagehub-bench-"))
     try:
         with usagehub(data) as (base, nats, database_url):
+            time.sleep(5)  # started and settled, before any load
+            results["memory_mib_idle"] = footprint.memory_mib(os.getpid())
             tokens = asyncio.run(register(base, 8))
+            beats = [http_request("POST", "/api/beat", {"Authorization": t}) for t in tokens]
             if "beats" in only:
-                results["beats_per_s_http"] = median_of(
-                    rounds,
-                    lambda: hammer(
-                        base, "/api/beat", n, c, lambda i: {"headers": {"Authorization": tokens[i % 8]}}
-                    ),
-                )
+                results["beats_per_s_http"] = closed_loop(base, beats, rounds, args.seconds)
+                results["cpu_and_memory_at_2000_beats_per_s"] = cpu_and_memory(base, beats, 2_000, 10)
+            if "open_loop" in only:
+                results["open_loop_beats"] = open_loop_curve(base, beats, args.seconds)
             if "appends" in only:
                 results["appends_per_s_single_writer"] = median_of(rounds, lambda: append_rate(nats, 1, 1000))
                 results["appends_per_s_64_writers_shared"] = median_of(
@@ -988,16 +1055,16 @@ def main() -> None:
                 )
             if "links" in only:
                 link_id = asyncio.run(create_link(base))
-                results["link_usage_posts_per_s_http"] = median_of(
-                    rounds,
-                    lambda: hammer(
-                        base,
+                posts = [
+                    http_request(
+                        "POST",
                         f"/api/links/{link_id}/usage",
-                        n,
-                        c,
-                        lambda i: {"data": {"user": f"u{i % 50}"}},
-                    ),
-                )
+                        {"Content-Type": "application/x-www-form-urlencoded"},
+                        f"user=u{i}",
+                    )
+                    for i in range(50)
+                ]
+                results["link_usage_posts_per_s_http"] = closed_loop(base, posts, rounds, args.seconds)
             if "media" in only:
                 results["media_usage"] = media_usage(base, nats, database_url, rounds, n, c)
             if "catch_up" in only:
