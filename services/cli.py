@@ -4,7 +4,6 @@ metering registry: orgs, keys, principals, and contribution imports)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ import sys
 from services.admin_cli import ADMIN_COMMANDS, add_admin_parsers, run_admin
 from services.local.running import reach_running, require_running
 from shared.bus import BusRefused
+from shared.lifecycle import run_async
 from shared.logging import configure_logging
 from shared.settings import Settings, SettingsError, load_settings
 
@@ -151,7 +151,7 @@ def _status(settings: Settings, *, as_json: bool) -> int:
     from services.local.running import running_url
     from services.system_status import gather_status, render_status
 
-    found = asyncio.run(gather_status(settings, running_url(settings)))
+    found = run_async(gather_status(settings, running_url(settings)))
     print(json.dumps(dataclasses.asdict(found), indent=2) if as_json else render_status(found), end="")
     return 0 if found.ready else 1
 
@@ -305,21 +305,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(settings, as_json=args.json)
         if args.command in ADMIN_COMMANDS:
-            return asyncio.run(run_admin(settings, args))
+            return run_async(run_admin(settings, args))
         if args.command == "import" and args.import_command == "git":
-            return asyncio.run(
+            return run_async(
                 _import_git(settings, args.path, args.module, args.branch, progress=args.progress)
             )
         if args.command == "import":
-            return asyncio.run(_import_directory(settings, args.file, progress=args.progress))
+            return run_async(_import_directory(settings, args.file, progress=args.progress))
         if args.command == "quarantine":
-            asyncio.run(_quarantine(require_running(settings, nats=False)))
+            run_async(_quarantine(require_running(settings, nats=False)))
             return 0
         if args.command == "migrate":
-            asyncio.run(_migrate(require_running(settings, nats=False)))
+            run_async(_migrate(require_running(settings, nats=False)))
             return 0
         names = sorted(PROJECTIONS) if "all" in args.projection else args.projection
-        return asyncio.run(_rebuild(require_running(settings), names, progress=not args.no_progress))
+        return run_async(_rebuild(require_running(settings), names, progress=not args.no_progress))
     except SettingsError as exc:
         print(f"usagehub: {exc}", file=sys.stderr)
         return 2

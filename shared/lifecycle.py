@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from shared.bus import BusRefused
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, SettingsError, load_settings, require_servers
+
+T = TypeVar("T")
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -20,6 +23,12 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on the loop the services run on (the CLI's imports and rebuilds too)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(main)
 
 
 def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
@@ -42,8 +51,7 @@ def run_service(name: str, main: Callable[[Settings, asyncio.Event], Awaitable[N
         await main(settings, stop)
 
     try:
-        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
-            loop_runner.run(runner())
+        run_async(runner())
     except BusRefused as exc:  # wrong credentials: a traceback would only hide the one line that matters
         get_logger(name).error(str(exc))
         raise SystemExit(1) from None
