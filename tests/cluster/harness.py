@@ -197,9 +197,36 @@ class NatsCluster:
         self.nodes = [NatsNode(f"usagehub-nats-{i}", root / f"nats-{i}") for i in range(size)]
         self.sync_interval = prod_sync_interval()
         self.passwords = {user: secrets.token_hex(24) for user in ROLES}
+        self._write_configs()
+
+    def _write_configs(self) -> None:
         routes = [n.route_port for n in self.nodes]
         for node in self.nodes:
             node.write_config(routes, self.sync_interval)
+
+    async def _listening(self, seconds: float) -> bool:
+        """Every node answers on its monitoring port; False as soon as one has exited (a port that
+        ``free_port`` found free was taken by another process before the node could bind it)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        waiting = list(self.nodes)
+        while waiting:
+            if any(not n.running for n in waiting):
+                return False
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            still = []
+            for node in waiting:
+                try:
+                    await _get_json(f"{node.monitor}/varz", within=1.0)
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    still.append(node)
+            waiting = still
+            if waiting:
+                await asyncio.sleep(0.1)
+        # A node serves monitoring before it binds its client and route ports; one that could not
+        # bind them exits just after.
+        await asyncio.sleep(1.0)
+        return all(n.running for n in self.nodes)
 
     @property
     def urls(self) -> list[str]:
@@ -209,8 +236,16 @@ class NatsCluster:
         return next(n for n in self.nodes if n.name == name)
 
     async def start(self) -> None:
-        for node in self.nodes:
-            node.start(self.passwords)
+        for _ in range(3):
+            for node in self.nodes:
+                node.start(self.passwords)
+            if await self._listening(30):
+                break
+            # A port was taken under a node: start the cluster again on new ones.
+            self.stop()
+            for node in self.nodes:
+                node.client_port, node.route_port, node.monitor_port = free_port(), free_port(), free_port()
+            self._write_configs()
         await self.wait_for_meta_leader(60)
 
     def restart(self, node: NatsNode) -> None:
