@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 
 import aiohttp
+import asyncpg
 from aiohttp.test_utils import TestServer
 
 from services.gateway.app import init_app
@@ -89,3 +90,11 @@ async def test_counts_are_exact_across_a_projector_crash(services: Services) -> 
         await server.close()
     assert stats["total_beats"] == BEATS
     assert {d["id"]: d["num_beats"] for d in stats["devices"]} == dict(sent)
+    # The dashboard's counters, folded in the same batches by the same projection, agree exactly.
+    conn = await asyncpg.connect(services.settings.database_url)
+    try:
+        for table in ("heartbeat_beats_minute", "heartbeat_beats_hour"):
+            counted = await conn.fetch(f"SELECT device_id, sum(beats) AS n FROM {table} GROUP BY device_id")
+            assert {r["device_id"]: r["n"] for r in counted} == dict(sent), table
+    finally:
+        await conn.close()
