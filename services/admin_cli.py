@@ -312,30 +312,10 @@ def _media_body(path: str, limit: int) -> dict[str, Any]:
 
 def _media_command(settings: Settings, args: argparse.Namespace, rid: str) -> Any:
     """The command the route of ``args.kind`` would send for the file's body."""
-    from shared.commands.media import (
-        MAX_BODY,
-        RecordDigitalUsages,
-        RecordDownloadUsage,
-        RecordFrontUsage,
-        RecordPrintUsages,
-        RecordSyndicationUsage,
-    )
+    from shared.commands.media import MAX_BODY, recording_command
 
-    if args.kind == "print":
-        body = _media_body(args.file, settings.media_print_max_kb * 1024)
-        return RecordPrintUsages(print_usage_records=body.get("printUsageRecords"), request_id=rid)
-    body = _media_body(args.file, MAX_BODY)
-    if args.kind == "digital":
-        return RecordDigitalUsages(
-            content_id=body.get("contentId"),
-            status=body.get("status"),
-            media_ids=body.get("mediaIds"),
-            digital_usage_metadata=body.get("digitalUsageMetadata"),
-            references=body.get("references"),
-            request_id=rid,
-        )
-    kind = {"syndication": RecordSyndicationUsage, "front": RecordFrontUsage, "download": RecordDownloadUsage}
-    return kind[args.kind](data=body.get("data"), request_id=rid)
+    limit = settings.media_print_max_kb * 1024 if args.kind == "print" else MAX_BODY
+    return recording_command(args.kind, _media_body(args.file, limit), request_id=rid)
 
 
 def _found(what: str, found: dict[str, Any] | None) -> dict[str, Any]:

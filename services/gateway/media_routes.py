@@ -20,14 +20,9 @@ from shared.commands import (
     Command,
     DeleteMediaUsage,
     DeleteMediaUsages,
-    RecordDigitalUsages,
-    RecordDownloadUsage,
-    RecordFrontUsage,
-    RecordPrintUsages,
-    RecordSyndicationUsage,
     UpdateMediaUsageStatus,
 )
-from shared.commands.media import MAX_BODY, MAX_DEPTH, json_depth
+from shared.commands.media import MAX_BODY, MAX_DEPTH, json_depth, recording_command
 from shared.settings import Settings
 
 ARGO = "application/vnd.argo+json"
@@ -150,15 +145,7 @@ async def record_digital(request: web.Request) -> web.Response:
     require_admin(request)
     key = _idempotency_key(request)
     body = await json_body(request)
-    cmd = RecordDigitalUsages(
-        content_id=body.get("contentId"),
-        status=body.get("status"),
-        media_ids=body.get("mediaIds"),
-        digital_usage_metadata=body.get("digitalUsageMetadata"),
-        references=body.get("references"),
-        idempotency_key=key,
-    )
-    await _send(request, cmd)
+    await _send(request, recording_command("digital", body, idempotency_key=key))
     return web.Response(status=202)
 
 
@@ -167,28 +154,26 @@ async def record_print(request: web.Request) -> web.Response:
     require_admin(request)
     key = _idempotency_key(request)
     body = await json_body(request, _settings(request).media_print_max_kb * 1024)
-    await _send(
-        request, RecordPrintUsages(print_usage_records=body.get("printUsageRecords"), idempotency_key=key)
-    )
+    await _send(request, recording_command("print", body, idempotency_key=key))
     return web.Response(status=202)
 
 
-def _record_data(command: type[RecordSyndicationUsage | RecordFrontUsage | RecordDownloadUsage]) -> View:
+def _record_data(kind: str) -> View:
     """Syndication, front and download bodies are ``{"data": {...}}``."""
 
     async def view(request: web.Request) -> web.Response:
         require_admin(request)
         key = _idempotency_key(request)
         body = await json_body(request)
-        await _send(request, command(data=body.get("data"), idempotency_key=key))
+        await _send(request, recording_command(kind, body, idempotency_key=key))
         return web.Response(status=202)
 
     return view
 
 
-record_syndication = argo_errors("syndication-usage-parse-failed")(_record_data(RecordSyndicationUsage))
-record_front = argo_errors("front-usage-parse-failed")(_record_data(RecordFrontUsage))
-record_download = argo_errors("download-usage-parse-failed")(_record_data(RecordDownloadUsage))
+record_syndication = argo_errors("syndication-usage-parse-failed")(_record_data("syndication"))
+record_front = argo_errors("front-usage-parse-failed")(_record_data("front"))
+record_download = argo_errors("download-usage-parse-failed")(_record_data("download"))
 
 
 @argo_errors("update-image-usage-status-failed")

@@ -61,6 +61,27 @@ class RecordDownloadUsage(Command, tag="RecordDownloadUsage", frozen=True):
     data: Any = None
 
 
+RECORDING: dict[str, type[Command]] = {
+    "digital": RecordDigitalUsages,
+    "print": RecordPrintUsages,
+    "syndication": RecordSyndicationUsage,
+    "front": RecordFrontUsage,
+    "download": RecordDownloadUsage,
+}
+_ENVELOPE = {f.name for f in msgspec.structs.fields(Command)}
+
+
+def recording_command(kind: str, body: dict[str, Any], **envelope: Any) -> Command:
+    """The recording command of ``kind`` for a request body (the HTTP route's and the CLI's): each of
+    the command's fields from the body's field of the original's name; the rest of the body is left
+    out, as the original ignores it. ``envelope``: the request id or idempotency key."""
+    command = RECORDING[kind]
+    fields: dict[str, Any] = {
+        f.name: body.get(f.encode_name) for f in msgspec.structs.fields(command) if f.name not in _ENVELOPE
+    }
+    return command(**fields, **envelope)
+
+
 class DeleteMediaUsages(Command, tag="DeleteMediaUsages", frozen=True):
     media_id: str
 
