@@ -258,33 +258,6 @@ def _link(result: dict[str, Any]) -> dict[str, Any]:
     return link_json(result["id"], result["name"], result["url"], result["description"], created_at)
 
 
-async def _devices_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
-    total = int(await conn.fetchval("SELECT count(*) FROM heartbeat_devices"))
-    rows = await conn.fetch(
-        "SELECT device_id, name, registered_at, last_beat, num_beats FROM heartbeat_devices"
-        " ORDER BY device_id LIMIT $1 OFFSET $2",
-        limit,
-        offset,
-    )
-    items = [
-        {
-            "id": r["device_id"],
-            "name": r["name"],
-            "registered_at": r["registered_at"].isoformat(),
-            "last_beat": None if r["last_beat"] is None else r["last_beat"].isoformat(),
-            "num_beats": r["num_beats"],
-        }
-        for r in rows
-    ]
-    return {
-        "items": items,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "next_offset": offset + limit if offset + limit < total else None,
-    }
-
-
 def _media_body(path: str, limit: int) -> dict[str, Any]:
     """The file as a route's body: a JSON object, at most ``limit`` bytes and nested as deep as the
     route takes; AdminRefused says why not."""
@@ -398,11 +371,13 @@ async def _write(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
 
 async def _query(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """The read ``args`` ask for, from the read models; what to print."""
-    from services.gateway import links_read, metering_read
+    from services.gateway import heartbeat_read, links_read, metering_read
 
     match (args.command, args.action):
         case ("devices", _):
-            return dict(await _read(settings, lambda c: _devices_page(c, args.limit, args.offset)))
+            return dict(
+                await _read(settings, lambda c: heartbeat_read.devices_page(c, args.limit, args.offset))
+            )
         case ("links", "list"):
             return dict(await _read(settings, lambda c: links_read.links_page(c, args.limit, args.offset)))
         case ("links", _):

@@ -8,6 +8,9 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.pages import page
+from shared.db import Conn
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceStats:
@@ -78,3 +81,24 @@ async def read_snapshot(pool: asyncpg.Pool) -> StatsSnapshot:
             DeviceStats(r["device_id"], r["name"], r["last_beat"], r["num_beats"]) for r in devices
         ),
     )
+
+
+async def devices_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
+    total = int(await conn.fetchval("SELECT count(*) FROM heartbeat_devices"))
+    rows = await conn.fetch(
+        "SELECT device_id, name, registered_at, last_beat, num_beats FROM heartbeat_devices"
+        " ORDER BY device_id LIMIT $1 OFFSET $2",
+        limit,
+        offset,
+    )
+    items = [
+        {
+            "id": r["device_id"],
+            "name": r["name"],
+            "registered_at": r["registered_at"].isoformat(),
+            "last_beat": None if r["last_beat"] is None else r["last_beat"].isoformat(),
+            "num_beats": r["num_beats"],
+        }
+        for r in rows
+    ]
+    return page(items, total, limit, offset)

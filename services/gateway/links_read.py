@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from services.gateway.pages import page
 from shared.db import Conn
 
 
@@ -50,13 +51,7 @@ async def links_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
         limit,
         offset,
     )
-    return {
-        "items": [_link(r) for r in rows],
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "next_offset": offset + limit if offset + limit < total else None,
-    }
+    return page([_link(r) for r in rows], total, limit, offset)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.gateway.metering_history import Buckets, Counters, OrgInfo, Plan
+from services.gateway.pages import page
 from shared.db import Conn
 
 
@@ -141,16 +142,6 @@ async def org(conn: Conn, org_id: str) -> dict[str, Any] | None:
     return None if row is None else org_json(row)
 
 
-def _page(items: list[dict[str, Any]], total: int, limit: int, offset: int) -> dict[str, Any]:
-    return {
-        "items": items,
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "next_offset": offset + limit if offset + limit < total else None,
-    }
-
-
 async def orgs_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
     total = int(await conn.fetchval("SELECT count(*) FROM metering_orgs"))
     rows = await conn.fetch(
@@ -159,7 +150,7 @@ async def orgs_page(conn: Conn, limit: int, offset: int) -> dict[str, Any]:
         limit,
         offset,
     )
-    return _page([org_json(r) for r in rows], total, limit, offset)
+    return page([org_json(r) for r in rows], total, limit, offset)
 
 
 async def keys_page(conn: Conn, org_id: str, limit: int, offset: int) -> dict[str, Any]:
@@ -182,4 +173,4 @@ async def keys_page(conn: Conn, org_id: str, limit: int, offset: int) -> dict[st
         }
         for r in rows
     ]
-    return _page(items, total, limit, offset)
+    return page(items, total, limit, offset)
