@@ -6,8 +6,10 @@ import asyncpg
 from aiohttp import web
 from nats.aio.client import Client
 
+from services.gateway.answer_cache import AnswerCache
 from services.gateway.auth_limits import AuthLimits
 from services.gateway.heartbeat_visits import RecentVisitors
+from services.gateway.links_read import UsageFilter
 from services.gateway.writes import ProjectionWatch
 from services.gateway.ws import StatsFeed
 from shared.settings import Settings
@@ -23,3 +25,7 @@ AUTH_LIMITS = web.AppKey("auth_limits", AuthLimits)
 VISITORS = web.AppKey("visitors", RecentVisitors)
 # Routes that check a credential on every request: only their 2xx answers prove one.
 CREDENTIAL_ROUTES = web.AppKey("credential_routes", set[web.AbstractRoute])
+# GET /api/links/:id/usage as JSON, by (link, page, read-model version): body and whether more follow.
+USAGE_ANSWERS = web.AppKey(
+    "usage_answers", AnswerCache[tuple[int, UsageFilter, tuple[int, int] | None], tuple[bytes, bool]]
+)
