@@ -30,5 +30,5 @@ STATS_DEVICES = web.AppKey("stats_devices", LastDevicesJson)
 CREDENTIAL_ROUTES = web.AppKey("credential_routes", set[web.AbstractRoute])
 # GET /api/links/:id/usage as JSON, by (link, page, read-model version): body and whether more follow.
 USAGE_ANSWERS = web.AppKey(
-    "usage_answers", AnswerCache[tuple[int, UsageFilter, tuple[int, int] | None], tuple[bytes, bool]]
+    "usage_answers", AnswerCache[tuple[int, UsageFilter, tuple[int, int]], tuple[bytes, bool]]
 )

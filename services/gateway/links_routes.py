@@ -227,9 +227,12 @@ async def get_link(request: web.Request) -> web.Response:
 async def _usage_json(
     request: web.Request, conn: Conn, link_id: int, page: links_read.UsageFilter
 ) -> tuple[bytes, bool]:
-    """The page as JSON, from the cache when the read model has not changed since it was read."""
+    """The page as JSON, kept while the read model has not changed since it was read."""
+    version = await links_read.version(conn)
+    if version is None:  # nothing projected yet: nothing to key an answer by
+        return await links_read.usage_json(conn, link_id, page)
     answers = request.app[keys.USAGE_ANSWERS]
-    key = (link_id, page, await links_read.version(conn))
+    key = (link_id, page, version)
     found = answers.get(key)
     if found is None:
         found = await links_read.usage_json(conn, link_id, page)
@@ -270,7 +273,6 @@ async def _absent(request: web.Request) -> web.Response:
 
 
 def setup_links_routes(app: web.Application, settings: Settings) -> None:
-
     # Without a secret key the admin routes do not exist (as the device routes): they answer 404.
     def admin(view: View) -> View:
         return view if settings.secret_key else _absent
