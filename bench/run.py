@@ -941,6 +941,19 @@ async def _post_usages(base: str, link_id: int, count: int) -> None:
     )
 
 
+async def _wait_for_usages(base: str, path: str, count: int, within: float = 120) -> None:
+    """Until the link's ``count``-th usage is projected (each POST waited for its own, up to the
+    read-your-writes timeout); the first GET of each round then checks the whole list."""
+    async with aiohttp.ClientSession(base) as http:
+        deadline = time.perf_counter() + within
+        while time.perf_counter() < deadline:
+            async with http.get(path, params={"limit": "1", "offset": str(count - 1)}) as r:
+                if r.status == 200 and len(await r.json()) == 1:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{path}: {count} usages were not projected within {within} s")
+
+
 async def _get_rate(base: str, path: str, concurrency: int, seconds: float, expect: int) -> dict[str, Any]:
     """``GET path`` over ``concurrency`` connections for ``seconds``: requests per second and latencies.
     Every answer is checked (status, and length: an array of ``expect`` items)."""
@@ -1008,9 +1021,8 @@ def reads_figures(base: str, rounds: int) -> dict[str, Any]:
     started = time.perf_counter()
     asyncio.run(_post_usages(base, link_id, READS_USAGES))
     posted = time.perf_counter() - started
-    # Each POST answered after its usage was projected (read-your-writes): the list is whole now,
-    # which the first GET of each round checks.
     path = f"/api/links/{link_id}/usage"
+    asyncio.run(_wait_for_usages(base, path, READS_USAGES))
     link_rounds = [asyncio.run(_get_rate(base, path, 20, 10.0, READS_USAGES)) for _ in range(rounds)]
     load_after_links = round(os.getloadavg()[0], 2)
 

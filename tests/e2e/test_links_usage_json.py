@@ -85,6 +85,10 @@ async def test_usage_json_equals_the_old_answer_on_tricky_values_and_across_page
                 assert body == old_body, query
                 assert json.loads(body) == json.loads(json.dumps(json.loads(old_body)))
                 assert ("Link" in resp.headers) == old_more, query
+        # Without a page size (no route asks for one, but the filter allows it): every usage, no more.
+        assert await links_read.usage_json(conn, 1, links_read.UsageFilter()) == await _old_answer(
+            conn, links_read.UsageFilter()
+        )
         whole = json.loads(await (await client.get("/api/links/1/usage")).read())
         assert [u["user"] for u in whole[: len(TRICKY)]] == TRICKY
         assert whole[1]["date"] == "2016-03-04T14:54:03.740Z"  # .740123 + .999999 s, truncated
