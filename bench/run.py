@@ -977,15 +977,18 @@ async def _get_rate(base: str, path: str, concurrency: int, seconds: float, expe
                         raise RuntimeError(f"GET {path}: {r.status} {body[:200]!r}")
                 timings.append(time.perf_counter() - started)
 
+        cpu_before = await _gateway_cpu_seconds(http)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_ms = (await _gateway_cpu_seconds(http) - cpu_before) * 1000
     ms = [t * 1000 for t in timings]
     return {
         "requests_per_s": round(len(ms) / elapsed, 1),
         "p50_ms": round(_percentile(ms, 0.50), 1),
         "p99_ms": round(_percentile(ms, 0.99), 1),
         "answer_bytes": len(first),
+        "gateway_cpu_ms_per_request": round(cpu_ms / len(ms), 3),
     }
 
 
@@ -993,20 +996,30 @@ async def _sequential_latency(base: str, path: str, count: int) -> dict[str, Any
     """``GET path`` one at a time on one connection, after a few to warm up: milliseconds."""
     ms: list[float] = []
     async with aiohttp.ClientSession(base) as http:
-        for i in range(count + 20):
-            started = time.perf_counter()
+
+        async def get() -> bytes:
             async with http.get(path) as r:
                 body = await r.read()
                 if r.status != 200:
                     raise RuntimeError(f"GET {path}: {r.status} {body[:200]!r}")
-            if i >= 20:
-                ms.append((time.perf_counter() - started) * 1000)
+                return body
+
+        for _ in range(20):
+            await get()
+        cpu_before = await _gateway_cpu_seconds(http)
+        for _ in range(count):
+            started = time.perf_counter()
+            body = await get()
+            ms.append((time.perf_counter() - started) * 1000)
+        cpu_ms = (await _gateway_cpu_seconds(http) - cpu_before) * 1000
     return {
         "requests": count,
         "p50_ms": round(_percentile(ms, 0.50), 2),
         "p99_ms": round(_percentile(ms, 0.99), 2),
         "max_ms": round(max(ms), 2),
         "answer_bytes": len(body),
+        # What the machine's load does not change: the gateway's own CPU per answer.
+        "gateway_cpu_ms_per_request": round(cpu_ms / count, 3),
     }
 
 
@@ -1037,6 +1050,9 @@ def reads_figures(base: str, rounds: int) -> dict[str, Any]:
             "requests_per_s": statistics.median(r["requests_per_s"] for r in link_rounds),
             "p50_ms": statistics.median(r["p50_ms"] for r in link_rounds),
             "p99_ms": statistics.median(r["p99_ms"] for r in link_rounds),
+            "gateway_cpu_ms_per_request": statistics.median(
+                r["gateway_cpu_ms_per_request"] for r in link_rounds
+            ),
             "rounds": link_rounds,
             "target_requests_per_s": 150,
             "load_average_1m": load_after_links,
