@@ -985,6 +985,142 @@ def cpu_and_memory(base: str, requests: list[str], rate: int, seconds: float) ->
     }
 
 
+READS_USAGES = 10_000
+READS_DEVICES = 1_000
+
+
+async def _post_usages(base: str, link_id: int, count: int) -> None:
+    """``count`` usages of the link by as many users, so each is its own session (a row of the answer)."""
+    await hammer(
+        base, f"/api/links/{link_id}/usage", count, 32, lambda i: {"data": {"user": f"reader-{i:05d}"}}
+    )
+
+
+async def _wait_for_usages(base: str, path: str, count: int, within: float = 120) -> None:
+    """Until the link's ``count``-th usage is projected (each POST waited for its own, up to the
+    read-your-writes timeout); the first GET of each round then checks the whole list."""
+    async with aiohttp.ClientSession(base) as http:
+        deadline = time.perf_counter() + within
+        while time.perf_counter() < deadline:
+            async with http.get(path, params={"limit": "1", "offset": str(count - 1)}) as r:
+                if r.status == 200 and len(await r.json()) == 1:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{path}: {count} usages were not projected within {within} s")
+
+
+async def _get_rate(base: str, path: str, concurrency: int, seconds: float, expect: int) -> dict[str, Any]:
+    """``GET path`` over ``concurrency`` connections for ``seconds``: requests per second and latencies.
+    Every answer is checked (status, and length: an array of ``expect`` items)."""
+    timings: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base, connector=connector) as http:
+        # The client does not parse each answer (that would be the client's CPU, not the gateway's):
+        # the first is parsed in full, the rest compared by size.
+        async with http.get(path) as r:
+            first = await r.read()
+            if r.status != 200 or len(json.loads(first)) != expect:
+                raise RuntimeError(f"GET {path}: {r.status} {first[:200]!r}")
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with http.get(path) as r:
+                    body = await r.read()
+                    if r.status != 200 or len(body) != len(first):
+                        raise RuntimeError(f"GET {path}: {r.status} {body[:200]!r}")
+                timings.append(time.perf_counter() - started)
+
+        cpu_before = await _gateway_cpu_seconds(http)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu_ms = (await _gateway_cpu_seconds(http) - cpu_before) * 1000
+    ms = [t * 1000 for t in timings]
+    return {
+        "requests_per_s": round(len(ms) / elapsed, 1),
+        "p50_ms": round(_percentile(ms, 0.50), 1),
+        "p99_ms": round(_percentile(ms, 0.99), 1),
+        "answer_bytes": len(first),
+        "gateway_cpu_ms_per_request": round(cpu_ms / len(ms), 3),
+    }
+
+
+async def _sequential_latency(base: str, path: str, count: int) -> dict[str, Any]:
+    """``GET path`` one at a time on one connection, after a few to warm up: milliseconds."""
+    ms: list[float] = []
+    async with aiohttp.ClientSession(base) as http:
+
+        async def get() -> bytes:
+            async with http.get(path) as r:
+                body = await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"GET {path}: {r.status} {body[:200]!r}")
+                return body
+
+        for _ in range(20):
+            await get()
+        cpu_before = await _gateway_cpu_seconds(http)
+        for _ in range(count):
+            started = time.perf_counter()
+            body = await get()
+            ms.append((time.perf_counter() - started) * 1000)
+        cpu_ms = (await _gateway_cpu_seconds(http) - cpu_before) * 1000
+    return {
+        "requests": count,
+        "p50_ms": round(_percentile(ms, 0.50), 2),
+        "p99_ms": round(_percentile(ms, 0.99), 2),
+        "max_ms": round(max(ms), 2),
+        "answer_bytes": len(body),
+        # What the machine's load does not change: the gateway's own CPU per answer.
+        "gateway_cpu_ms_per_request": round(cpu_ms / count, 3),
+    }
+
+
+async def _beat_each(base: str, tokens: list[str]) -> None:
+    await hammer(base, "/api/beat", len(tokens), 16, lambda i: {"headers": {"Authorization": tokens[i]}})
+
+
+def reads_figures(base: str, rounds: int) -> dict[str, Any]:
+    """Large reads (issue 9): a link's whole usage list (10,000 sessions) at 20 connections, and the
+    heartbeat statistics with 1,000 devices one request at a time, next to their targets."""
+    link_id = asyncio.run(create_link(base))
+    started = time.perf_counter()
+    asyncio.run(_post_usages(base, link_id, READS_USAGES))
+    posted = time.perf_counter() - started
+    path = f"/api/links/{link_id}/usage"
+    asyncio.run(_wait_for_usages(base, path, READS_USAGES))
+    link_rounds = [asyncio.run(_get_rate(base, path, 20, 10.0, READS_USAGES)) for _ in range(rounds)]
+    load_after_links = round(os.getloadavg()[0], 2)
+
+    asyncio.run(_beat_each(base, asyncio.run(register(base, READS_DEVICES))))
+    stats = asyncio.run(_sequential_latency(base, "/api/stats", 500))
+    return {
+        "link_usage": {
+            "usages": READS_USAGES,
+            "posted_per_s": round(READS_USAGES / posted, 1),
+            "connections": 20,
+            "seconds_per_round": 10,
+            "requests_per_s": statistics.median(r["requests_per_s"] for r in link_rounds),
+            "p50_ms": statistics.median(r["p50_ms"] for r in link_rounds),
+            "p99_ms": statistics.median(r["p99_ms"] for r in link_rounds),
+            "gateway_cpu_ms_per_request": statistics.median(
+                r["gateway_cpu_ms_per_request"] for r in link_rounds
+            ),
+            "rounds": link_rounds,
+            "target_requests_per_s": 150,
+            "load_average_1m": load_after_links,
+        },
+        "stats": {
+            "devices": READS_DEVICES,
+            **stats,
+            "target_p99_ms": 5,
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+    }
+
+
 def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str, Any]:
     values = [asyncio.run(measure()) for _ in range(rounds)]
     return {"median": round(statistics.median(values), 1), "rounds": [round(v, 1) for v in values]}
@@ -996,6 +1132,7 @@ SECTIONS = (
     "open_loop",
     "appends",
     "links",
+    "reads",
     "media",
     "catch_up",
     "metering",
@@ -1065,6 +1202,8 @@ def main() -> None:
                     for i in range(50)
                 ]
                 results["link_usage_posts_per_s_http"] = closed_loop(base, posts, rounds, args.seconds)
+            if "reads" in only:
+                results["reads"] = reads_figures(base, rounds)
             if "media" in only:
                 results["media_usage"] = media_usage(base, nats, database_url, rounds, n, c)
             if "catch_up" in only:

@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from services.gateway import keys
+from services.gateway.answer_cache import AnswerCache
 from services.gateway.auth_limits import AuthLimits
 from services.gateway.contributions_routes import setup_contributions_routes
 from services.gateway.dashboard_routes import setup_dashboard_routes
 from services.gateway.docs_routes import setup_docs_routes
 from services.gateway.health_routes import setup_health_routes
+from services.gateway.heartbeat_read import LastDevicesJson
 from services.gateway.heartbeat_routes import setup_heartbeat_routes, stats_document
 from services.gateway.heartbeat_visits import MAX_TRACKED_VISITORS, RecentVisitors
-from services.gateway.links_routes import setup_links_routes
+from services.gateway.links_routes import USAGE_ANSWERS_MAX_BYTES, setup_links_routes
 from services.gateway.media_routes import setup_media_routes
 from services.gateway.metering_routes import setup_metering_routes
 from services.gateway.middleware import (
@@ -65,7 +67,8 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _stats_feed(app: web.Application) -> AsyncIterator[None]:
     pool = app[keys.POOL]
     settings = app[keys.SETTINGS]
-    feed = StatsFeed(lambda: stats_document(pool), settings.stats_interval, settings.ws_max_clients)
+    devices = app[keys.STATS_DEVICES]
+    feed = StatsFeed(lambda: stats_document(pool, devices), settings.stats_interval, settings.ws_max_clients)
     app[keys.FEED] = feed
     task = asyncio.create_task(feed.run())
     yield
@@ -86,6 +89,8 @@ def init_app(settings: Settings) -> web.Application:
     app[keys.AUTH_LIMITS] = AuthLimits.of(settings)
     app[keys.CREDENTIAL_ROUTES] = set()
     app[keys.VISITORS] = RecentVisitors(MAX_TRACKED_VISITORS, VISIT_SESSION.total_seconds())
+    app[keys.STATS_DEVICES] = LastDevicesJson()
+    app[keys.USAGE_ANSWERS] = AnswerCache(USAGE_ANSWERS_MAX_BYTES, USAGE_ANSWERS_MAX_BYTES // 8)
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.extend([_nats, _postgres, _stats_feed])
     setup_routes(app, settings)

@@ -3,8 +3,6 @@ the dashboard: dashboard_routes.py)."""
 
 from __future__ import annotations
 
-import json
-
 import asyncpg
 from aiohttp import web
 
@@ -12,7 +10,7 @@ from services.gateway import keys
 from services.gateway.contract import decode_fields
 from services.gateway.errors import http_error
 from services.gateway.heartbeat_contract import RegisterDeviceBody
-from services.gateway.heartbeat_read import read_snapshot, stats_view
+from services.gateway.heartbeat_read import LastDevicesJson, read_stats_json
 from services.gateway.requests import json_object, path_id, presented_token, require_admin, send
 from services.gateway.writes import idempotency_key
 from services.gateway.ws import origin_allowed
@@ -52,13 +50,14 @@ async def beat(request: web.Request) -> web.Response:
     return web.Response(text=str(reply.result["timestamp"]), content_type="text/plain")
 
 
-async def stats_document(pool: asyncpg.Pool) -> str:
+async def stats_document(pool: asyncpg.Pool, devices: LastDevicesJson) -> str:
     """The statistics as sent by ``GET /api/stats`` and, once a second, by the WebSocket feed."""
-    return json.dumps(stats_view(await read_snapshot(pool), now()))
+    return await read_stats_json(pool, devices, now())
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.Response(text=await stats_document(request.app[keys.POOL]), content_type="application/json")
+    document = await stats_document(request.app[keys.POOL], request.app[keys.STATS_DEVICES])
+    return web.Response(text=document, content_type="application/json")
 
 
 async def stats_ws(request: web.Request) -> web.WebSocketResponse:

@@ -6,8 +6,11 @@ import asyncpg
 from aiohttp import web
 from nats.aio.client import Client
 
+from services.gateway.answer_cache import AnswerCache
 from services.gateway.auth_limits import AuthLimits
+from services.gateway.heartbeat_read import LastDevicesJson
 from services.gateway.heartbeat_visits import RecentVisitors
+from services.gateway.links_read import UsageFilter
 from services.gateway.writes import ProjectionWatch
 from services.gateway.ws import StatsFeed
 from shared.settings import Settings
@@ -21,5 +24,11 @@ FEED = web.AppKey("feed", StatsFeed)
 HTTP_BODY_TIMEOUT = web.AppKey("http_body_timeout", float)
 AUTH_LIMITS = web.AppKey("auth_limits", AuthLimits)
 VISITORS = web.AppKey("visitors", RecentVisitors)
+# The heartbeat devices' JSON, kept for GET /api/stats and the feed while the read model is unchanged.
+STATS_DEVICES = web.AppKey("stats_devices", LastDevicesJson)
 # Routes that check a credential on every request: only their 2xx answers prove one.
 CREDENTIAL_ROUTES = web.AppKey("credential_routes", set[web.AbstractRoute])
+# GET /api/links/:id/usage as JSON, by (link, page, read-model version): body and whether more follow.
+USAGE_ANSWERS = web.AppKey(
+    "usage_answers", AnswerCache[tuple[int, UsageFilter, tuple[int, int]], tuple[bytes, bool]]
+)

@@ -92,6 +92,53 @@ async def usage(conn: Conn, link_id: int, f: UsageFilter) -> tuple[list[dict[str
     return items, more
 
 
+# One usage as JSON text, written by Postgres exactly as ``json.dumps`` writes the dict ``usage``
+# makes (same keys, order, separators and escapes; only a non-ASCII character stays as itself rather
+# than a \u escape), and the date as ``iso_ms`` writes it (MS truncates to the millisecond).
+_USAGE_ITEM_JSON = (
+    """'{"user": ' || to_json(user_name)::text"""
+    """ || ', "date": "' || to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
+    """ || '", "duration": ' || duration || '}'"""
+)
+
+
+async def usage_json(conn: Conn, link_id: int, f: UsageFilter) -> tuple[bytes, bool]:
+    """The page ``usage`` reads, as the JSON array text built by Postgres (a Python dict per row cost
+    the gateway 4 to 10 ms of CPU per 1,000 usages, on its one thread), and whether more follow it."""
+    row = await conn.fetchrow(
+        # row_number() counts from the first match, before OFFSET; the one row past the page (read
+        # to tell whether another page follows) is counted but left out of the array.
+        "SELECT count(*) > $5 AS more, '[' || coalesce(string_agg("
+        + _USAGE_ITEM_JSON
+        + ", ', ' ORDER BY started_at, user_name) FILTER (WHERE $5::bigint IS NULL OR n <= $6 + $5), '')"
+        " || ']' AS body FROM (SELECT user_name, started_at, duration,"
+        " row_number() OVER (ORDER BY started_at, user_name) AS n FROM link_usage_sessions"
+        + _WHERE
+        + " ORDER BY started_at, user_name LIMIT $5 + 1 OFFSET $6) AS page",
+        link_id,
+        f.user,
+        f.since,
+        f.until,
+        f.limit,
+        f.offset,
+    )
+    assert row is not None  # an aggregate without GROUP BY answers one row
+    return row["body"].encode(), bool(row["more"])
+
+
+async def version(conn: Conn) -> tuple[int, int] | None:
+    """The read model's version: its stream position and the transaction that last wrote it.
+
+    Every commit of the links projection (a batch, or a rebuild, which replays into the same
+    position) rewrites its checkpoint row, so within a snapshot equal versions mean equal rows.
+    """
+    row = await conn.fetchrow(
+        "SELECT position, xmin::text::bigint AS written_by FROM projection_checkpoints"
+        " WHERE projection = 'links'"
+    )
+    return None if row is None else (int(row["position"]), int(row["written_by"]))
+
+
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
