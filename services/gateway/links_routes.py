@@ -30,8 +30,9 @@ MAX_PAGE = 1000
 MAX_USAGE_PAGE = 10_000
 DEFAULT_USAGE_PAGE = MAX_USAGE_PAGE
 MAX_USER = 200
-# Usage answers kept for repeated reads: a 10,000-usage page is about 800 KB.
-USAGE_ANSWERS_MAX_BYTES = 64 * 1024 * 1024
+# Usage answers kept for repeated reads: a 10,000-usage page is about 800 KB, so this keeps twenty
+# of the largest; kept small because a gateway keeps what it holds after a burst of reads.
+USAGE_ANSWERS_MAX_BYTES = 16 * 1024 * 1024
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
