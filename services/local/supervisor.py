@@ -34,11 +34,22 @@ SERVICES = ("ingest", "projector", "gateway")
 AUTO_HTTP_WORKERS_CAP = 2
 
 
-def gateway_workers(configured: int, cores: int | None) -> int:
-    """How many gateway processes ``up`` starts: as configured, or for 0 one per core up to the cap."""
+def gateway_workers(configured: int, cores: int | None, linux: bool = True) -> int:
+    """How many gateway processes ``up`` starts: as configured, or for 0 one per core up to the cap.
+    Only Linux spreads a port's connections among its SO_REUSEPORT sockets (BSD and macOS hand them
+    all to one), so elsewhere 0 is one."""
     if configured > 0:
         return configured
+    if not linux:
+        return 1
     return max(1, min(AUTO_HTTP_WORKERS_CAP, cores or 1))
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on (a container's or taskset's share, not the whole host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 @dataclass
@@ -374,7 +385,7 @@ def _run(settings: Settings, data_dir: Path) -> int:
             log.info("embedded postgres started", url=redact_url(database_url), data=str(pg_dir))
         _migrate(database_url)
         env = _child_env(settings, nats_url, database_url)
-        workers = gateway_workers(settings.http_workers, os.cpu_count())
+        workers = gateway_workers(settings.http_workers, usable_cores(), sys.platform == "linux")
         for service in SERVICES:
             child_env = dict(env)
             if "nats" in servers:  # our own server: each service connects as its own role

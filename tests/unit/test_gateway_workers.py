@@ -18,6 +18,11 @@ def test_zero_means_one_per_core_up_to_two_and_a_count_is_taken_as_given(
     assert gateway_workers(configured, cores) == started
 
 
+def test_zero_is_one_where_the_kernel_would_not_spread_connections() -> None:
+    assert gateway_workers(0, 8, linux=False) == 1
+    assert gateway_workers(3, 8, linux=False) == 3  # asked for: as given
+
+
 def test_the_default_is_one_per_core_and_a_count_is_read() -> None:
     assert load_settings({}).http_workers == 0
     assert load_settings({"USAGEHUB_HTTP_WORKERS": "4"}).http_workers == 4
