@@ -1,8 +1,26 @@
-"""Prometheus metrics shared by every service (each process exposes its own registry at /metrics)."""
+"""Prometheus metrics shared by every service (each process exposes its own registry at /metrics).
+
+Gateway workers that share one port (``usagehub up`` with ``USAGEHUB_HTTP_WORKERS`` above 1) run in
+prometheus_client's multiprocess mode: the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` for them, each
+worker writes its values to files there, and whichever worker a scrape reaches answers the sum of all.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# Set in the environment before the process starts: prometheus_client reads it once, when first imported.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 HTTP_REQUESTS = Counter(
     "usagehub_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
@@ -40,7 +58,10 @@ STREAM_LEADER_CHANGES = Counter(
 STATS_FEED_COMPUTATIONS = Counter(
     "usagehub_stats_feed_computations_total", "Statistics computed for the WebSocket feed (once per tick)"
 )
-WEBSOCKET_CLIENTS = Gauge("usagehub_websocket_clients", "Connected WebSocket clients")
+# livesum: with several workers, the clients of the workers alive now, added up.
+WEBSOCKET_CLIENTS = Gauge(
+    "usagehub_websocket_clients", "Connected WebSocket clients", multiprocess_mode="livesum"
+)
 # reason: header_timeout | body_timeout | over_capacity (a fixed set, chosen by the gateway).
 HTTP_CONNECTIONS_DROPPED = Counter(
     "usagehub_http_connections_dropped_total",
@@ -53,5 +74,21 @@ GATEWAY_COMMANDS = Counter(
 )
 
 
+def _multiprocess_registry() -> CollectorRegistry | None:
+    """A registry that reads every worker's files, or None for a process of its own."""
+    directory = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if not directory:
+        return None
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated upstream
+    return registry
+
+
+# Built once: the collector reads the directory's files afresh at every scrape.
+_REGISTRY = _multiprocess_registry()
+
+
 def render() -> tuple[bytes, str]:
-    return generate_latest(), CONTENT_TYPE_LATEST
+    if _REGISTRY is None:
+        return generate_latest(), CONTENT_TYPE_LATEST
+    return generate_latest(_REGISTRY), CONTENT_TYPE_LATEST

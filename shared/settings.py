@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 # A print request becomes one event; beyond this its event could outgrow a NATS message (1 MiB).
 MAX_PRINT_KB = 560
 
+# Gateway worker processes on one port: far beyond any core count worth one host.
+MAX_HTTP_WORKERS = 64
+
 # The admin key is compared as given, so its length is all its strength (32 hex characters: 128 bits).
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -42,6 +45,10 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Gateway processes `usagehub up` starts on the one HTTP port; 0: one per core, at most two
+    # (docs/operations.md, "Gateway workers"). A gateway above 1 binds with SO_REUSEPORT so that its
+    # siblings share the port.
+    http_workers: int = 0
     data_dir: Path = Path(".usagehub")
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
@@ -197,6 +204,8 @@ def _validate(s: Settings) -> list[str]:
     errors = []
     if not 0 <= s.http_port <= 65535:
         errors.append(f"USAGEHUB_HTTP_PORT={s.http_port} is not a TCP port")
+    if not 0 <= s.http_workers <= MAX_HTTP_WORKERS:
+        errors.append(f"USAGEHUB_HTTP_WORKERS must be from 1 to {MAX_HTTP_WORKERS}, or 0 for one per core")
     if s.log_format not in {"auto", "json", "console"}:
         errors.append("USAGEHUB_LOG_FORMAT must be auto, json or console")
     if s.log_level.lower() not in {"debug", "info", "warning", "error"}:

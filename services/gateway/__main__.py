@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 
@@ -25,8 +26,17 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         await pool.close()
     runner = gateway_runner(init_app(settings), access_log=None, shutdown_timeout=5)
     await runner.setup()
-    await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-    log.info("gateway listening", host=settings.http_host, port=settings.http_port)
+    # Several workers on one port: each binds with SO_REUSEPORT and Linux spreads new connections
+    # among them. One alone binds without it, so a second gateway on its port fails loudly instead.
+    shared_port = settings.http_workers > 1
+    await web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=shared_port).start()
+    log.info(
+        "gateway listening",
+        host=settings.http_host,
+        port=settings.http_port,
+        pid=os.getpid(),
+        shared_port=shared_port,
+    )
     if settings.weak_secret_key:
         log.warning(
             "USAGEHUB_SECRET_KEY is shorter than 32 characters: accepted only because the gateway listens"

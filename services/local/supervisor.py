@@ -1,11 +1,13 @@
-"""``usagehub up``: embedded servers (unless URLs are given), then gateway, ingest and projector as
-supervised child processes, in the foreground; SIGINT/SIGTERM stops everything, children first."""
+"""``usagehub up``: embedded servers (unless URLs are given), then gateway workers, ingest and
+projector as supervised child processes, in the foreground; SIGINT/SIGTERM stops everything, children
+first."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,12 +22,34 @@ from typing import IO
 from services.local.running import RunningSystem, read_running, remove_running, write_running
 from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.logging import get_logger, redact_url
+from shared.metrics import MULTIPROCESS_DIR_ENV
 from shared.settings import Settings
 
 log = get_logger("supervisor")
 
 # Each service connects to NATS as the user of the same name (shared/bus_permissions.py).
 SERVICES = ("ingest", "projector", "gateway")
+# Gateway workers when USAGEHUB_HTTP_WORKERS is 0: one per core up to this many (docs/operations.md,
+# "Gateway workers": each costs about 58 MiB idle, and reads rarely keep more cores busy on one host).
+AUTO_HTTP_WORKERS_CAP = 2
+
+
+def gateway_workers(configured: int, cores: int | None, linux: bool = True) -> int:
+    """How many gateway processes ``up`` starts: as configured, or for 0 one per core up to the cap.
+    Only Linux spreads a port's connections among its SO_REUSEPORT sockets (BSD and macOS hand them
+    all to one), so elsewhere 0 is one."""
+    if configured > 0:
+        return configured
+    if not linux:
+        return 1
+    return max(1, min(AUTO_HTTP_WORKERS_CAP, cores or 1))
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on (a container's or taskset's share, not the whole host's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 @dataclass
@@ -98,6 +122,8 @@ class Supervised:
     backoff: Backoff = field(default_factory=Backoff)
     # Where to read why it stopped, when it is not its stderr (the embedded servers' log files).
     log_file: Path | None = None
+    # Told the pid of each run that has exited (a gateway worker's metrics are handed back).
+    on_exit: Callable[[int], None] | None = None
     process: subprocess.Popen[bytes] | None = None
     tail: StderrTail | None = None
     started_at: float = 0.0
@@ -119,6 +145,8 @@ class Supervised:
         if restart_at is None:
             if self.process is None or self.process.poll() is None:
                 return
+            if self.on_exit is not None:
+                self.on_exit(self.process.pid)
             restart_at = self._exited(now, describe_exit(self.process.returncode))
         if now < restart_at:
             return
@@ -173,12 +201,39 @@ def _embedded(
     return Supervised(name, launch, log_file=log_file)
 
 
-def _service(service: str, env: dict[str, str]) -> Supervised:
+def _service(
+    service: str, env: dict[str, str], name: str = "", on_exit: Callable[[int], None] | None = None
+) -> Supervised:
     def launch() -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", f"services.{service}"]
         return subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
 
-    return Supervised(service, launch)
+    return Supervised(name or service, launch, on_exit=on_exit)
+
+
+def _fresh_metrics_dir(directory: Path) -> Path:
+    """The directory where gateway workers keep their metrics, emptied: prometheus_client's files from
+    an earlier run would add the counts of processes long gone."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
+
+
+def _gateway_workers(env: dict[str, str], count: int, data_dir: Path) -> list[Supervised]:
+    """``count`` gateway processes on the one port; several share it (SO_REUSEPORT) and their metrics
+    (multiprocess mode: any worker's /metrics answers the sum of all)."""
+    if count == 1:
+        return [_service("gateway", {**env, "USAGEHUB_HTTP_WORKERS": "1"})]
+    from prometheus_client.multiprocess import mark_process_dead
+
+    metrics_dir = _fresh_metrics_dir(data_dir / "gateway-metrics")
+    env = {**env, "USAGEHUB_HTTP_WORKERS": str(count), MULTIPROCESS_DIR_ENV: str(metrics_dir)}
+
+    def on_exit(pid: int) -> None:
+        # Its live gauges (WebSocket clients) leave the sum; its counters stay in it, as they must.
+        mark_process_dead(pid, str(metrics_dir))  # type: ignore[no-untyped-call]  # unannotated upstream
+
+    return [_service("gateway", env, f"gateway-{i}", on_exit) for i in range(1, count + 1)]
 
 
 def _child_env(settings: Settings, nats_url: str, database_url: str) -> dict[str, str]:
@@ -304,6 +359,8 @@ def _run(settings: Settings, data_dir: Path) -> int:
     servers: dict[str, Server] = {}
     embedded: list[Supervised] = []
     children: list[Supervised] = []
+    gateways: list[Supervised] = []
+    others: list[Supervised] = []
     try:
         nats_url, database_url = settings.nats_url, settings.database_url
         if not nats_url:
@@ -328,13 +385,18 @@ def _run(settings: Settings, data_dir: Path) -> int:
             log.info("embedded postgres started", url=redact_url(database_url), data=str(pg_dir))
         _migrate(database_url)
         env = _child_env(settings, nats_url, database_url)
+        workers = gateway_workers(settings.http_workers, usable_cores(), sys.platform == "linux")
         for service in SERVICES:
             child_env = dict(env)
             if "nats" in servers:  # our own server: each service connects as its own role
                 child_env = _as_user(child_env, service, servers["nats"].password_files[service])
-            if service != "gateway":
+            if service == "gateway":
+                gateways = _gateway_workers(child_env, workers, data_dir)
+            else:
                 child_env["USAGEHUB_METRICS_PORT"] = str(free_port())
-            children.append(_service(service, child_env))
+                others.append(_service(service, child_env))
+        children = [*others, *gateways]
+        log.info("gateway workers", workers=workers, port=settings.http_port)
         for child in children:
             child.start()
         http_url = f"http://{settings.http_host}:{settings.http_port}/"
@@ -356,9 +418,9 @@ def _run(settings: Settings, data_dir: Path) -> int:
             remove_running(data_dir, os.getpid())
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        # The gateway first: its last flush of the API calls it metered must still find ingest.
-        gateway = [c for c in children if c.name == "gateway"]
-        for group in (gateway, [c for c in children if c.name != "gateway"]):
+        # The gateway workers first: their last flush of the API calls they metered must still find
+        # ingest.
+        for group in (gateways, others):
             for child in group:
                 if child.process is not None and child.process.poll() is None:
                     child.process.terminate()

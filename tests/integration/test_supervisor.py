@@ -62,3 +62,28 @@ def test_a_crashing_child_is_restarted_with_growing_pauses_while_the_rest_keeps_
     assert crashing.last_exit == "exit status 1; last stderr line: bad configuration: x"
     # The other child ran all along, never restarted.
     assert steady_running and len(steady.starts) == 1
+
+
+def test_each_exited_run_is_reported_by_its_pid_before_the_restart() -> None:
+    exited: list[int] = []
+    child = Supervised(
+        "worker",
+        lambda: python("import sys; sys.exit(3)"),
+        Backoff(first=0.05, cap=0.05),
+        on_exit=exited.append,
+    )
+    child.start()
+    stop = threading.Event()
+    runner = threading.Thread(target=supervise, args=([child], stop.is_set, 0.02))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(child.starts) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        runner.join()
+        child.stop()
+    assert len(child.starts) >= 3
+    # Every run but possibly the last, which may still be running when the loop stopped.
+    assert len(exited) >= len(child.starts) - 1 and len(set(exited)) == len(exited)
