@@ -13,6 +13,7 @@ from aiohttp import web
 
 from services.gateway import contributions_read as read
 from services.gateway import keys
+from services.gateway.contributions_contract import StatsAnswer
 from services.gateway.errors import http_error
 from services.gateway.requests import BodyTooLarge, decode_json, read_body, require_admin, send
 from shared.commands import Command
@@ -160,7 +161,7 @@ async def selection(request: web.Request, conn: Conn) -> read.Selection:
 # --- answers ----------------------------------------------------------------------------------------
 
 
-def _answer(callback: str | None, document: dict[str, Any]) -> web.Response:
+def _answer(callback: str | None, document: dict[str, Any] | msgspec.Struct) -> web.Response:
     body = msgspec.json.encode(document)
     if callback is None:
         return web.Response(body=body, content_type="application/json")
@@ -186,7 +187,7 @@ def _stats(group: str) -> View:
         async with _snapshot(request) as conn:
             sel = await selection(request, conn)
             stats = await read.stats(conn, sel, metric, group)
-        return _answer(callback, {"stats": stats})
+        return _answer(callback, StatsAnswer(stats))
 
     return view
 

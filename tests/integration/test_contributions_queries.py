@@ -152,7 +152,7 @@ async def test_statistics_equal_counting_the_records(database_url: str) -> None:
             )
             metric = rng.choice(list(METRIC_KIND))
             group = rng.choice(["module", "company", "user_id"])
-            got = [(r["id"], r["metric"]) for r in await read.stats(conn, sel, metric, group)]
+            got = [(r.id, r.metric) for r in await read.stats(conn, sel, metric, group)]
             assert got == expected(recs, sel, metric, group), (sel, metric, group)
             summary = await read.contribution(conn, sel)
             assert summary["commit_count"] == sum(v for _, v in expected(recs, sel, "commits", "module"))
