@@ -103,6 +103,9 @@ def reported_usages(usages: Iterable[R]) -> list[R]:
     Where a removed usage matches another, only published usages of those are reported; otherwise a
     pending usage is reported only when no published usage matches it. Anything else is reported.
     """
+    usages = list(usages)
+    if len(usages) == 1:
+        return usages  # alone, a usage matches nothing: always reported (most media, a cheap answer)
     matching: dict[tuple[str, str], list[R]] = {}
     for usage in usages:
         matching.setdefault((usage.media_id, usage.grouping), []).append(usage)
@@ -248,23 +251,30 @@ class _Working:
         self.usages = dict(state.usages)
         self.changed = dict(state.changed)
         self.by_grouping: dict[str, set[str]] = {}
-        self.by_media: dict[str, set[str]] = {}
+        # Only deletes of a media's usages need this one: made at the first, kept from then on.
+        self._by_media: dict[str, set[str]] | None = None
         for row in self.usages.values():
-            self._index(row)
+            self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
 
-    def _index(self, row: UsageRow) -> None:
-        self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
-        self.by_media.setdefault(row.media_id, set()).add(row.usage_id)
+    def by_media(self, media_id: str) -> set[str]:
+        if self._by_media is None:
+            self._by_media = {}
+            for row in self.usages.values():
+                self._by_media.setdefault(row.media_id, set()).add(row.usage_id)
+        return self._by_media.get(media_id, set())
 
     def put(self, row: UsageRow, seq: int, at: datetime) -> None:
         self.usages[row.usage_id] = row
-        self._index(row)
+        self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
+        if self._by_media is not None:
+            self._by_media.setdefault(row.media_id, set()).add(row.usage_id)
         self.changed[row.media_id] = (seq, at)
 
     def drop(self, usage_id: str, seq: int, at: datetime) -> None:
         row = self.usages.pop(usage_id)
         self.by_grouping[row.grouping].discard(usage_id)
-        self.by_media[row.media_id].discard(usage_id)
+        if self._by_media is not None:
+            self._by_media[row.media_id].discard(usage_id)
         self.changed[row.media_id] = (seq, at)
 
     def apply(self, seq: int, event: AnyEvent) -> None:
@@ -287,7 +297,7 @@ class _Working:
                             )
                             self.put(removed, seq, at)
             case MediaUsagesDeleted(media_id=media_id):
-                for usage_id in sorted(self.by_media.get(media_id, set())):
+                for usage_id in sorted(self.by_media(media_id)):
                     self.drop(usage_id, seq, at)
             case MediaUsageDeleted(media_id=media_id, usage_id=usage_id):
                 if usage_id in self.usages and self.usages[usage_id].media_id == media_id:
