@@ -395,7 +395,9 @@ async def _load(conn: Conn, events: list[tuple[int, AnyEvent]]) -> _Loaded:
             case MediaUsagesRecorded(groups=groups):
                 for group in groups:
                     groupings.add(group.grouping)
-                    media.update(u.media_id for u in group.usages)
+                    for usage in group.usages:
+                        media.add(usage.media_id)
+                        ids.add(usage.usage_id)
             case MediaUsagesDeleted(media_id=media_id):
                 media.add(media_id)
             case (
@@ -482,15 +484,22 @@ def _record(row: UsageRow, document: str) -> tuple[Any, ...]:
 async def _write_usages(conn: Conn, new: list[tuple[Any, ...]], changed: list[tuple[Any, ...]]) -> None:
     """Rows the table cannot have yet by COPY (a rebuild's are nearly all of these: in Postgres about
     half the work of an INSERT, and its binary records cost the client less than arrays); the others
-    updated in place."""
+    updated in place, in one statement (executemany is a round of work per row)."""
     if new:
         await conn.copy_records_to_table("media_usages", records=new, columns=_ROW_COLUMNS)
     if changed:
-        await conn.executemany(
-            "UPDATE media_usages SET media_id = $2, grouping = $3, platform = $4, status = $5,"
-            " usage_references = $6::json, metadata = $7::json, document = $8::json, date_added = $9,"
-            " last_modified = $10, date_removed = $11, position = $12 WHERE usage_id = $1",
-            changed,
+        await conn.execute(
+            "UPDATE media_usages u SET media_id = v.media_id, grouping = v.grouping,"
+            " platform = v.platform, status = v.status, usage_references = v.usage_references,"
+            " metadata = v.metadata, document = v.document, date_added = v.date_added,"
+            " last_modified = v.last_modified, date_removed = v.date_removed, position = v.position"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::json[], $7::json[], $8::json[],"
+            " $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::bigint[])"
+            " AS v(usage_id, media_id, grouping, platform, status, usage_references, metadata, document,"
+            " date_added, last_modified, date_removed, position)"
+            " WHERE u.usage_id = v.usage_id",
+            *(list(column) for column in zip(*changed, strict=True)),
         )
 
 
@@ -507,8 +516,8 @@ async def apply_media_usage(conn: Conn, events: list[tuple[int, AnyEvent]]) -> N
             "DELETE FROM media_usages u USING unnest($1::text[]) AS g(v) WHERE u.usage_id = g.v", gone
         )
     documents = dict(loaded.documents)
-    # A usage the load did not find is not in the table: the load took every row of each grouping
-    # the batch reports and every usage it names, and no other event makes a usage.
+    # A usage the load did not find is not in the table: the load took every usage the batch names
+    # (and no event makes a usage it does not name).
     new: list[tuple[Any, ...]] = []
     changed_rows: list[tuple[Any, ...]] = []
     for usage_id, row in after.usages.items():
