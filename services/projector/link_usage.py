@@ -11,6 +11,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from shared.events import AnyEvent, LinkCreated, LinkDeleted, LinkUpdated, LinkUsed
 
@@ -32,6 +33,7 @@ class Session:
 
 
 Sessions = tuple[Session, ...]  # sorted by start, gaps between them larger than the window
+_start = attrgetter("start")
 
 
 def add_use(sessions: Sessions, at: datetime) -> Sessions:
@@ -39,7 +41,7 @@ def add_use(sessions: Sessions, at: datetime) -> Sessions:
 
     Equal to recomputing from all uses sorted by time: only the gaps beside ``at`` can change.
     """
-    i = bisect_right([s.start for s in sessions], at)
+    i = bisect_right(sessions, at, key=_start)
     before = sessions[i - 1] if i > 0 else None
     after = sessions[i] if i < len(sessions) else None
     if before is not None and at <= before.last:
@@ -71,35 +73,44 @@ class LinksState:
     sessions: Mapping[tuple[int, str], Sessions] = field(default_factory=dict)
 
 
-def fold_usage_sessions(state: LinksState, event: AnyEvent) -> LinksState:
+def _apply(
+    links: dict[int, LinkRow | None], sessions: dict[tuple[int, str], Sessions], event: AnyEvent
+) -> None:
+    """``event`` folded into ``links`` and ``sessions`` in place: the one place the rules live."""
     match event:
         case LinkCreated(link_id=link_id, name=name, url=url, description=description, occurred_at=at):
-            row = LinkRow(link_id, name, url, description, at)
-            return replace(state, links={**state.links, link_id: row})
+            links[link_id] = LinkRow(link_id, name, url, description, at)
         case LinkUpdated(link_id=link_id):
-            current = state.links.get(link_id)
-            if current is None:
-                return state
-            row = replace(
-                current,
-                name=current.name if event.name is None else event.name,
-                url=current.url if event.url is None else event.url,
-                description=current.description if event.description is None else event.description,
-            )
-            return replace(state, links={**state.links, link_id: row})
+            current = links.get(link_id)
+            if current is not None:
+                links[link_id] = replace(
+                    current,
+                    name=current.name if event.name is None else event.name,
+                    url=current.url if event.url is None else event.url,
+                    description=current.description if event.description is None else event.description,
+                )
         case LinkDeleted(link_id=link_id):
-            sessions = {k: v for k, v in state.sessions.items() if k[0] != link_id}
-            return LinksState(links={**state.links, link_id: None}, sessions=sessions)
+            for key in [k for k in sessions if k[0] == link_id]:
+                del sessions[key]
+            links[link_id] = None
         case LinkUsed(link_id=link_id, user=user, used_at=at):
             # Ingest never accepts a use of a missing link; ignoring one keeps replays deterministic anyway.
-            if state.links.get(link_id) is None:
-                return state
-            key = (link_id, user)
-            return replace(state, sessions={**state.sessions, key: add_use(state.sessions.get(key, ()), at)})
-    return state
+            if links.get(link_id) is not None:
+                key = (link_id, user)
+                sessions[key] = add_use(sessions.get(key, ()), at)
+
+
+def fold_usage_sessions(state: LinksState, event: AnyEvent) -> LinksState:
+    if not isinstance(event, LinkCreated | LinkUpdated | LinkDeleted | LinkUsed):
+        return state  # not a link's event: the very same state
+    return fold_usage_events(state, [event])
 
 
 def fold_usage_events(state: LinksState, events: Iterable[AnyEvent]) -> LinksState:
+    """``state`` after ``events``; ``state`` itself is not changed. One copy of its maps for the whole
+    batch, folded in place (a copy per event made a batch cost its events times its users)."""
+    links = dict(state.links)
+    sessions = dict(state.sessions)
     for event in events:
-        state = fold_usage_sessions(state, event)
-    return state
+        _apply(links, sessions, event)
+    return LinksState(links=links, sessions=sessions)

@@ -94,16 +94,21 @@ async def apply_links(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
         starts, sessions = _session_changes(before.sessions.get(key, ()), after.sessions.get(key, ()))
         gone += [(link_id, user, start) for start in starts]
         upserts += [(link_id, user, s.start, s.last, s.duration) for s in sessions]
+    # One statement each, with the rows as arrays: executemany is a round of work in Postgres per row.
     if gone:
-        await conn.executemany(
-            "DELETE FROM link_usage_sessions WHERE link_id = $1 AND user_name = $2 AND started_at = $3", gone
+        await conn.execute(
+            "DELETE FROM link_usage_sessions s"
+            " USING unnest($1::int[], $2::text[], $3::timestamptz[]) AS g(link_id, user_name, started_at)"
+            " WHERE s.link_id = g.link_id AND s.user_name = g.user_name AND s.started_at = g.started_at",
+            *(list(column) for column in zip(*gone, strict=True)),
         )
     if upserts:
-        await conn.executemany(
+        await conn.execute(
             "INSERT INTO link_usage_sessions (link_id, user_name, started_at, last_at, duration)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (link_id, user_name, started_at) DO UPDATE SET"
+            " SELECT * FROM unnest($1::int[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])"
+            " ON CONFLICT (link_id, user_name, started_at) DO UPDATE SET"
             " last_at = EXCLUDED.last_at, duration = EXCLUDED.duration",
-            upserts,
+            *(list(column) for column in zip(*upserts, strict=True)),
         )
 
     deleted = [i for i, row in after.links.items() if row is None and before.links.get(i) is not None]

@@ -10,6 +10,7 @@ usage list; ``publish_notifications`` sends those after the commit.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -102,6 +103,9 @@ def reported_usages(usages: Iterable[R]) -> list[R]:
     Where a removed usage matches another, only published usages of those are reported; otherwise a
     pending usage is reported only when no published usage matches it. Anything else is reported.
     """
+    usages = list(usages)
+    if len(usages) == 1:
+        return usages  # alone, a usage matches nothing: always reported (most media, a cheap answer)
     matching: dict[tuple[str, str], list[R]] = {}
     for usage in usages:
         matching.setdefault((usage.media_id, usage.grouping), []).append(usage)
@@ -125,6 +129,10 @@ def reported_usages(usages: Iterable[R]) -> list[R]:
 # --- documents ----------------------------------------------------------------------------------
 
 
+# Cached: a batch renders the same few times (its events' times, the clients' dateAdded) for every
+# usage, and rendering one costs more than looking it up. Equal instants give equal text, whatever
+# their zone, so a hit for an equal datetime in another zone is still right.
+@functools.lru_cache(maxsize=16384)
 def iso_seconds(at: datetime) -> str:
     """``2015-11-27T15:56:51Z``: the API's times (UTC, whole seconds)."""
     at = at.astimezone(UTC)
@@ -243,23 +251,30 @@ class _Working:
         self.usages = dict(state.usages)
         self.changed = dict(state.changed)
         self.by_grouping: dict[str, set[str]] = {}
-        self.by_media: dict[str, set[str]] = {}
+        # Only deletes of a media's usages need this one: made at the first, kept from then on.
+        self._by_media: dict[str, set[str]] | None = None
         for row in self.usages.values():
-            self._index(row)
+            self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
 
-    def _index(self, row: UsageRow) -> None:
-        self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
-        self.by_media.setdefault(row.media_id, set()).add(row.usage_id)
+    def by_media(self, media_id: str) -> set[str]:
+        if self._by_media is None:
+            self._by_media = {}
+            for row in self.usages.values():
+                self._by_media.setdefault(row.media_id, set()).add(row.usage_id)
+        return self._by_media.get(media_id, set())
 
     def put(self, row: UsageRow, seq: int, at: datetime) -> None:
         self.usages[row.usage_id] = row
-        self._index(row)
+        self.by_grouping.setdefault(row.grouping, set()).add(row.usage_id)
+        if self._by_media is not None:
+            self._by_media.setdefault(row.media_id, set()).add(row.usage_id)
         self.changed[row.media_id] = (seq, at)
 
     def drop(self, usage_id: str, seq: int, at: datetime) -> None:
         row = self.usages.pop(usage_id)
         self.by_grouping[row.grouping].discard(usage_id)
-        self.by_media[row.media_id].discard(usage_id)
+        if self._by_media is not None:
+            self._by_media[row.media_id].discard(usage_id)
         self.changed[row.media_id] = (seq, at)
 
     def apply(self, seq: int, event: AnyEvent) -> None:
@@ -282,7 +297,7 @@ class _Working:
                             )
                             self.put(removed, seq, at)
             case MediaUsagesDeleted(media_id=media_id):
-                for usage_id in sorted(self.by_media.get(media_id, set())):
+                for usage_id in sorted(self.by_media(media_id)):
                     self.drop(usage_id, seq, at)
             case MediaUsageDeleted(media_id=media_id, usage_id=usage_id):
                 if usage_id in self.usages and self.usages[usage_id].media_id == media_id:
@@ -359,30 +374,97 @@ async def listed_usages(conn: Conn, media_ids: Sequence[str]) -> dict[str, list[
     return out
 
 
-async def _load(conn: Conn, events: list[tuple[int, AnyEvent]]) -> MediaUsagesState:
-    """Every row the batch can change: whole groupings it reports, media it deletes, usages it names."""
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What a batch starts from: the fold's state, the document of each usage loaded, and the media
+    whose every usage was loaded (a notification for those is made without reading them back)."""
+
+    state: MediaUsagesState
+    documents: dict[str, str]
+    whole_media: frozenset[str]
+
+
+async def _load(conn: Conn, events: list[tuple[int, AnyEvent]]) -> _Loaded:
+    """Every row the batch can change (whole groupings it reports, media it deletes, usages it
+    names) and every usage of each media it names."""
     groupings: set[str] = set()
     media: set[str] = set()
     ids: set[str] = set()
     for _, event in events:
         match event:
             case MediaUsagesRecorded(groups=groups):
-                groupings.update(g.grouping for g in groups)
+                for group in groups:
+                    groupings.add(group.grouping)
+                    for usage in group.usages:
+                        media.add(usage.media_id)
+                        ids.add(usage.usage_id)
             case MediaUsagesDeleted(media_id=media_id):
                 media.add(media_id)
-            case MediaUsageDeleted(usage_id=usage_id) | MediaUsageStatusUpdated(usage_id=usage_id):
+            case (
+                MediaUsageDeleted(media_id=media_id, usage_id=usage_id)
+                | MediaUsageStatusUpdated(media_id=media_id, usage_id=usage_id)
+            ):
+                media.add(media_id)
                 ids.add(usage_id)
+    # Joins with the arrays, never "column = ANY(array)": once Postgres plans this statement
+    # generically (from its sixth run on a connection) it may scan the table testing each row against
+    # every element, which a rebuild's batches (ten thousands of keys, a table it is filling) turned
+    # into minutes per batch. A join is an index probe per key, or a hash join, at worst.
     records = await conn.fetch(
-        f"SELECT {USAGE_COLUMNS} FROM media_usages WHERE grouping = ANY($1::text[])"
-        " OR media_id = ANY($2::text[]) OR usage_id = ANY($3::text[])",
-        sorted(groupings),
-        sorted(media),
-        sorted(ids),
+        "WITH wanted AS ("
+        " SELECT u.usage_id FROM media_usages u JOIN unnest($1::text[]) AS k(v) ON u.grouping = k.v"
+        " UNION SELECT u.usage_id FROM media_usages u JOIN unnest($2::text[]) AS k(v) ON u.media_id = k.v"
+        " UNION SELECT unnest($3::text[]))"
+        f" SELECT {USAGE_COLUMNS}, document::text AS document FROM media_usages JOIN wanted USING (usage_id)",
+        list(groupings),
+        list(media),
+        list(ids),
     )
-    return MediaUsagesState(usages={r["usage_id"]: row_of(r) for r in records})
+    return _Loaded(
+        state=MediaUsagesState(usages={r["usage_id"]: row_of(r) for r in records}),
+        documents={r["usage_id"]: r["document"] for r in records},
+        whole_media=frozenset(media),
+    )
 
 
-def _values(row: UsageRow) -> tuple[Any, ...]:
+def _listed_in_memory(
+    usages: Iterable[UsageRow], documents: Mapping[str, str], media_ids: Iterable[str]
+) -> dict[str, list[ListedUsage]]:
+    """The usages of each of ``media_ids`` among ``usages`` (all of each media's), as a read lists them."""
+    out: dict[str, list[ListedUsage]] = {m: [] for m in media_ids}
+    for row in usages:
+        found = out.get(row.media_id)
+        if found is not None:
+            found.append(
+                ListedUsage(
+                    row.usage_id,
+                    row.media_id,
+                    row.grouping,
+                    row.status,
+                    row.last_modified,
+                    documents[row.usage_id],
+                )
+            )
+    return out
+
+
+_ROW_COLUMNS = [
+    "usage_id",
+    "media_id",
+    "grouping",
+    "platform",
+    "status",
+    "usage_references",
+    "metadata",
+    "document",
+    "date_added",
+    "last_modified",
+    "date_removed",
+    "position",
+]
+
+
+def _record(row: UsageRow, document: str) -> tuple[Any, ...]:
     return (
         row.usage_id,
         row.media_id,
@@ -391,7 +473,7 @@ def _values(row: UsageRow) -> tuple[Any, ...]:
         row.status,
         row.references,
         row.metadata,
-        usage_json(row),
+        document,
         row.date_added,
         row.last_modified,
         row.date_removed,
@@ -399,40 +481,72 @@ def _values(row: UsageRow) -> tuple[Any, ...]:
     )
 
 
+async def _write_usages(conn: Conn, new: list[tuple[Any, ...]], changed: list[tuple[Any, ...]]) -> None:
+    """Rows the table cannot have yet by COPY (a rebuild's are nearly all of these: in Postgres about
+    half the work of an INSERT, and its binary records cost the client less than arrays); the others
+    updated in place, in one statement (executemany is a round of work per row)."""
+    if new:
+        await conn.copy_records_to_table("media_usages", records=new, columns=_ROW_COLUMNS)
+    if changed:
+        await conn.execute(
+            "UPDATE media_usages u SET media_id = v.media_id, grouping = v.grouping,"
+            " platform = v.platform, status = v.status, usage_references = v.usage_references,"
+            " metadata = v.metadata, document = v.document, date_added = v.date_added,"
+            " last_modified = v.last_modified, date_removed = v.date_removed, position = v.position"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::json[], $7::json[], $8::json[],"
+            " $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::bigint[])"
+            " AS v(usage_id, media_id, grouping, platform, status, usage_references, metadata, document,"
+            " date_added, last_modified, date_removed, position)"
+            " WHERE u.usage_id = v.usage_id",
+            *(list(column) for column in zip(*changed, strict=True)),
+        )
+
+
 async def apply_media_usage(conn: Conn, events: list[tuple[int, AnyEvent]]) -> None:
-    before = await _load(conn, events)
+    loaded = await _load(conn, events)
+    before = loaded.state
     after = fold_media_usage_events(before, events)
     if not after.changed:
         return
     await apply_count_change(conn, count_change(before.usages.values(), after.usages.values()))
     gone = sorted(set(before.usages) - set(after.usages))
     if gone:
-        await conn.execute("DELETE FROM media_usages WHERE usage_id = ANY($1::text[])", gone)
-    upserts = [_values(row) for k, row in sorted(after.usages.items()) if before.usages.get(k) != row]
-    if upserts:
-        await conn.executemany(
-            "INSERT INTO media_usages (usage_id, media_id, grouping, platform, status, usage_references,"
-            " metadata, document, date_added, last_modified, date_removed, position)"
-            " VALUES ($1, $2, $3, $4, $5, $6::json, $7::json, $8::json, $9, $10, $11, $12)"
-            " ON CONFLICT (usage_id) DO UPDATE SET media_id = EXCLUDED.media_id,"
-            " grouping = EXCLUDED.grouping, platform = EXCLUDED.platform, status = EXCLUDED.status,"
-            " usage_references = EXCLUDED.usage_references, metadata = EXCLUDED.metadata,"
-            " document = EXCLUDED.document,"
-            " date_added = EXCLUDED.date_added, last_modified = EXCLUDED.last_modified,"
-            " date_removed = EXCLUDED.date_removed, position = EXCLUDED.position",
-            upserts,
+        await conn.execute(
+            "DELETE FROM media_usages u USING unnest($1::text[]) AS g(v) WHERE u.usage_id = g.v", gone
         )
+    documents = dict(loaded.documents)
+    # A usage the load did not find is not in the table: the load took every usage the batch names
+    # (and no event makes a usage it does not name).
+    new: list[tuple[Any, ...]] = []
+    changed_rows: list[tuple[Any, ...]] = []
+    for usage_id, row in after.usages.items():
+        was = before.usages.get(usage_id)
+        if was != row:
+            documents[usage_id] = document = usage_json(row)
+            (new if was is None else changed_rows).append(_record(row, document))
+    await _write_usages(conn, new, changed_rows)
+    # A media the batch named was loaded whole: its list is in memory. One it did not name (a
+    # digital write no longer showing it) may have usages that were not loaded: read it back.
     changed = sorted(after.changed)
-    current = await listed_usages(conn, changed)
-    notifications = [
-        (media_id, position, notification_document(media_id, current[media_id], position, at).decode())
-        for media_id in changed
-        for position, at in [after.changed[media_id]]
-    ]
-    await conn.executemany(
-        "INSERT INTO media_usage_notifications (media_id, position, document) VALUES ($1, $2, $3)"
-        " ON CONFLICT (media_id) DO UPDATE SET position = EXCLUDED.position, document = EXCLUDED.document",
-        notifications,
+    in_memory = [m for m in changed if m in loaded.whole_media]
+    current = _listed_in_memory(after.usages.values(), documents, in_memory)
+    read_back = [m for m in changed if m not in loaded.whole_media]
+    if read_back:
+        current.update(await listed_usages(conn, read_back))
+    # At most one row per media: the one a batch before left (not yet published) gives way.
+    await conn.execute(
+        "DELETE FROM media_usage_notifications n USING unnest($1::text[]) AS c(v) WHERE n.media_id = c.v",
+        changed,
+    )
+    await conn.copy_records_to_table(
+        "media_usage_notifications",
+        records=[
+            (media_id, position, notification_document(media_id, current[media_id], position, at).decode())
+            for media_id in changed
+            for position, at in [after.changed[media_id]]
+        ],
+        columns=["media_id", "position", "document"],
     )
 
 
