@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -17,7 +18,10 @@ T = TypeVar("T")
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop where it is installed (everywhere but Windows): every hop of a write is a few
-    socket reads and writes, which it does in C; otherwise asyncio's own."""
+    socket reads and writes, which it does in C; otherwise asyncio's own, or with
+    ``USAGEHUB_EVENT_LOOP=asyncio`` (to compare the two, or should uvloop misbehave somewhere)."""
+    if os.environ.get("USAGEHUB_EVENT_LOOP", "uvloop") == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
