@@ -88,7 +88,9 @@ async def test_counters_are_exact_across_a_projector_crash(
             await asyncio.gather(*(append(i) for i in range(first, first + 1000)))
     last = await last_sequence(js, "usagehub.events.metering.api_calls_counted")
     conn = await asyncpg.connect(settings.database_url)
-    projector = await start("services.projector", settings)
+    # Batches of 500, so that it is surely partway through when killed (with the default 5,000 it
+    # could apply the 10,000 events in two batches between two looks at its checkpoint).
+    projector = await start("services.projector", settings, USAGEHUB_PROJECTOR_BATCH="500")
     try:
         for _ in range(1200):  # kill it once it is partway through
             position = (await checkpoints(conn)).get("api_calls", 0)
