@@ -23,17 +23,24 @@ async def _keep_session(_: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    url: str, min_size: int = 1, max_size: int = 10, *, reset_sessions: bool = True
+    url: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    *,
+    reset_sessions: bool = True,
+    server_settings: dict[str, str] | None = None,
 ) -> asyncpg.Pool:
     """``reset_sessions=False`` is for callers that never leave session state behind (no ``SET``,
     no session advisory lock, no ``LISTEN``, no cursor): it saves asyncpg's reset query, a round
-    trip to Postgres on every release, which was a fifth of the gateway's CPU on a read."""
+    trip to Postgres on every release, which was a fifth of the gateway's CPU on a read.
+    ``server_settings`` are set on every connection as it starts (no round trip of their own)."""
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         command_timeout=60,
         reset=None if reset_sessions else _keep_session,
+        server_settings=server_settings,
     )
     assert pool is not None
     return pool

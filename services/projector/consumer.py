@@ -284,6 +284,10 @@ async def _project(
             if not deliveries:
                 metrics.PROJECTION_LAG.labels(name).set(0)
                 continue
+            if projection.linger and len(deliveries) < batch:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), projection.linger)
+                deliveries += await fetch(sub, batch - len(deliveries), wait=0.0)
             redelivered = sum(1 for d in deliveries if d.num_delivered > 1)
             if redelivered:
                 metrics.REDELIVERIES.labels(name).inc(redelivered)

@@ -7,6 +7,7 @@ from shared.events import AnyEvent
 
 FILTERS = ["usagehub.events.>"]
 TABLES = ("idempotency_keys",)
+LINGER = 0.25
 
 
 def keyed_events(events: list[tuple[int, AnyEvent]]) -> list[tuple[str, int, str]]:

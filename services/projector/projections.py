@@ -29,13 +29,24 @@ class Projection:
     after_commit: AfterCommit | None = None
     # Events per batch of a rebuild: more where a batch's events share most of the rows they write.
     rebuild_batch: int = REBUILD_BATCH
+    # Seconds a batch waits for more events after its first: for projections no write waits on, so
+    # under load they commit (and fsync, and ack) a few times a second rather than once per handful.
+    linger: float = 0.0
 
 
 PROJECTIONS: dict[str, Projection] = {
     p.name: p
     for p in (
         Projection("heartbeat", heartbeat.FILTERS, heartbeat.TABLES, heartbeat.apply_heartbeat),
-        Projection("idempotency", idempotency.FILTERS, idempotency.TABLES, idempotency.apply_idempotency),
+        Projection(
+            "idempotency",
+            idempotency.FILTERS,
+            idempotency.TABLES,
+            idempotency.apply_idempotency,
+            # Ingest trusts JetStream's duplicate window for keys this projection has not recorded
+            # yet (minutes), and no answer waits for it: a quarter of a second behind costs nothing.
+            linger=idempotency.LINGER,
+        ),
         Projection("links", links.FILTERS, links.TABLES, links.apply_links),
         Projection(
             "media_usage",
