@@ -56,6 +56,12 @@ COMMANDS_PREFIX = "usagehub.commands."
 INGEST_QUEUE = "ingest"
 # usagehub.commands.Ping: any ingest answers 200 at once (readiness: is an ingest there?).
 PING = "Ping"
+# usagehub.commands.Batch: a JSON array of commands, answered by the JSON array of their replies in
+# the same order; the gateway sends the commands that arrive together as one (services/gateway/
+# command_batches.py). Bounded so a batch and its answer stay far below NATS's max_payload.
+BATCH = "Batch"
+MAX_COMMANDS_PER_BATCH = 256
+MAX_BATCH_BYTES = 256 * 1024
 # Core-NATS notices a projector sends after each commit: the gateway's read-your-writes waits on them.
 PROJECTED_PREFIX = "usagehub.projected."
 

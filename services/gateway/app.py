@@ -11,6 +11,7 @@ from aiohttp import web
 from services.gateway import keys
 from services.gateway.answer_cache import AnswerCache
 from services.gateway.auth_limits import AuthLimits
+from services.gateway.command_batches import CommandBatches
 from services.gateway.contributions_routes import setup_contributions_routes
 from services.gateway.dashboard_routes import setup_dashboard_routes
 from services.gateway.docs_routes import setup_docs_routes
@@ -50,7 +51,11 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
 async def _nats(app: web.Application) -> AsyncIterator[None]:
     nc = await connect(app[keys.SETTINGS], "usagehub-gateway")
     app[keys.NATS] = nc
+    commands = CommandBatches(nc, app[keys.SETTINGS].command_timeout)
+    app[keys.COMMANDS] = commands
+    commands.start()
     yield
+    await commands.close()
     await close(nc)
 
 

@@ -8,6 +8,7 @@ from nats.aio.client import Client
 
 from services.gateway.answer_cache import AnswerCache
 from services.gateway.auth_limits import AuthLimits
+from services.gateway.command_batches import CommandBatches
 from services.gateway.heartbeat_read import LastDevicesJson
 from services.gateway.heartbeat_visits import RecentVisitors
 from services.gateway.links_read import UsageFilter
@@ -19,6 +20,8 @@ SETTINGS = web.AppKey("settings", Settings)
 NATS = web.AppKey("nats", Client)
 POOL = web.AppKey("pool", asyncpg.Pool)
 WATCH = web.AppKey("watch", ProjectionWatch)
+# Every command goes to ingest through it (coalesced with those that arrive together).
+COMMANDS = web.AppKey("commands", CommandBatches)
 FEED = web.AppKey("feed", StatsFeed)
 # USAGEHUB_HTTP_BODY_TIMEOUT: how long a request body may take to arrive (readers of bodies use it).
 HTTP_BODY_TIMEOUT = web.AppKey("http_body_timeout", float)

@@ -115,11 +115,10 @@ async def json_body(request: web.Request, limit: int = MAX_BODY) -> dict[str, An
 async def _send(request: web.Request, cmd: Command) -> None:
     settings = request.app[keys.SETTINGS]
     reply = await send_command(
-        request.app[keys.NATS],
+        request.app[keys.COMMANDS],
         request.app[keys.WATCH],
         cmd,
         read_by=READ_BY,
-        command_timeout=settings.command_timeout,
         read_timeout=settings.read_your_writes_timeout,
     )
     if reply.status >= 400:

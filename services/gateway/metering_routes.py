@@ -471,16 +471,8 @@ async def _absent(request: web.Request) -> web.Response:
 
 
 async def _tally(app: web.Application) -> AsyncIterator[None]:
-    settings = app[keys.SETTINGS]
     tally = ApiCallTally(
-        lambda cmd: send_command(
-            app[keys.NATS],
-            app[keys.WATCH],
-            cmd,
-            read_by=(),
-            command_timeout=settings.command_timeout,
-            read_timeout=0,
-        )
+        lambda cmd: send_command(app[keys.COMMANDS], app[keys.WATCH], cmd, read_by=(), read_timeout=0)
     )
     app[TALLY] = tally
     task = asyncio.create_task(tally.run())

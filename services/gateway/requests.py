@@ -114,11 +114,10 @@ async def send(request: web.Request, cmd: Command, read_by: tuple[str, ...]) -> 
     settings = request.app[keys.SETTINGS]
     metrics.GATEWAY_COMMANDS.labels(type(cmd).__name__).inc()
     reply = await send_command(
-        request.app[keys.NATS],
+        request.app[keys.COMMANDS],
         request.app[keys.WATCH],
         cmd,
         read_by=read_by,
-        command_timeout=settings.command_timeout,
         read_timeout=settings.read_your_writes_timeout,
     )
     raise_for_reply(reply)

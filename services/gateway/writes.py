@@ -1,4 +1,4 @@
-"""Writes: send a command to ingest, then wait (bounded) until the read models show it.
+"""Writes: send a command to ingest (command_batches.py), then wait (bounded) until the read models show it.
 
 Projectors announce each committed checkpoint on ``usagehub.projected.<name>``; the gateway keeps
 the latest position per projection and wakes the waiting requests. Postgres is re-read when a notice
@@ -19,13 +19,11 @@ import msgspec
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
 
+from services.gateway.command_batches import RETRY_AFTER, CommandBatches
 from services.gateway.errors import http_error
-from shared.bus import COMMANDS_PREFIX, PROJECTED_PREFIX
-from shared.commands import Command, Reply, encoder, reply_decoder
+from shared.bus import PROJECTED_PREFIX
+from shared.commands import Command, Reply
 from shared.db import checkpoints
 from shared.logging import get_logger, request_id_var
 
@@ -108,49 +106,16 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-# Every answer that asks the client to try again says when (RFC 9110 Retry-After, in seconds).
-RETRY_AFTER = {"Retry-After": "1"}
-
-
-async def _request(nc: NATS, subject: str, payload: bytes, within: float) -> Msg:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            return await nc.request(subject, payload, timeout=max(0.1, deadline - loop.time()))
-        except NoRespondersError:
-            # Nobody received it, so nothing was done: safe to wait for an ingest (re)start.
-            if loop.time() + 0.1 >= deadline:
-                raise http_error(503, "the ingest service is not running", RETRY_AFTER) from None
-            await asyncio.sleep(0.1)
-        except NatsTimeout:
-            # Ingest answers within a shorter bound (503 when the event log cannot store), so this is
-            # an ingest or a connection that went silent: the only answer where the gateway cannot
-            # know whether the write was stored, which is what 504 (the upstream's answer never came) says.
-            raise http_error(
-                504,
-                "no answer from ingest in time: the write may have been stored;"
-                " retry with the same Idempotency-Key",
-                RETRY_AFTER,
-            ) from None
-        except NatsError:
-            # The connection to NATS is closed or still reconnecting (its buffer full): not sent.
-            raise http_error(503, "the event log is unreachable, try again", RETRY_AFTER) from None
-
-
 async def send_command(
-    nc: NATS,
+    commands: CommandBatches,
     watch: ProjectionWatch,
     cmd: Command,
     *,
     read_by: tuple[str, ...],
-    command_timeout: float,
     read_timeout: float,
 ) -> Reply:
     """Send ``cmd`` to ingest; on success, wait until the projections in ``read_by`` show it."""
-    cmd = msgspec.structs.replace(cmd, request_id=request_id_var.get())
-    msg = await _request(nc, COMMANDS_PREFIX + type(cmd).__name__, encoder.encode(cmd), command_timeout)
-    reply = reply_decoder.decode(msg.data)
+    reply = await commands.ask(msgspec.structs.replace(cmd, request_id=request_id_var.get()))
     shown = reply.status >= 400 or not reply.seq or await watch.wait(read_by, reply.seq, read_timeout)
     if not shown:
         log.warning("read model behind after write", seq=reply.seq, projections=read_by)

@@ -20,10 +20,12 @@ from services.ingest.context import Ingest
 from services.ingest.handlers import handle
 from shared import metrics
 from shared.bus import (
+    BATCH,
     COMMANDS_PREFIX,
     INGEST_QUEUE,
     INTAKE_STREAM,
     INTAKE_SUBJECTS,
+    MAX_COMMANDS_PER_BATCH,
     PING,
     is_inbox,
     parse_intake_subject,
@@ -88,30 +90,53 @@ async def _answer(ingest: Ingest, msg: Msg, within: float) -> None:
         log.warning("command without an inbox to answer to, ignored", reply=msg.reply[:100])
         return
     if msg.subject == COMMANDS_PREFIX + PING:
-        with contextlib.suppress(Exception):
-            await msg.respond(encoder.encode(Reply(status=200)))
-        return
-    try:
-        cmd = command_decoder.decode(msg.data)
-    except msgspec.DecodeError as exc:
-        reply = Reply(status=400, error=f"invalid command: {exc}")
+        answer = encoder.encode(Reply(status=200))
+    elif msg.subject == COMMANDS_PREFIX + BATCH:
+        answer = await _answer_batch(ingest, msg.data, within)
     else:
-        token = request_id_var.set(cmd.request_id)
-        try:
-            async with asyncio.timeout(within):
-                reply = await handle(ingest, cmd)
-        except (NatsError, TimeoutError, ConnectionError) as exc:
-            # No stream leader (no quorum), no connection, or no acknowledgement in time: not
-            # acknowledged, though an append that timed out may still be stored, hence the same key.
-            log.warning("event log unavailable", command=type(cmd).__name__, error=repr(exc))
-            reply = Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
-        except Exception:
-            log.exception("command failed", command=type(cmd).__name__)
-            reply = Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
-        finally:
-            request_id_var.reset(token)
+        answer = encoder.encode(await _reply_to(ingest, msg.data, within))
     with contextlib.suppress(Exception):
-        await msg.respond(encoder.encode(reply))
+        await msg.respond(answer)
+
+
+async def _answer_batch(ingest: Ingest, data: bytes, within: float) -> bytes:
+    """The replies to a batch of commands, in its order: each command is decided on its own, so one
+    refusal, or one that cannot be read, is that command's answer alone."""
+    try:
+        commands = _batch_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        return encoder.encode(Reply(status=400, error=f"invalid command batch: {exc}"))
+    if len(commands) > MAX_COMMANDS_PER_BATCH:
+        return encoder.encode(
+            Reply(status=400, error=f"a command batch holds at most {MAX_COMMANDS_PER_BATCH} commands")
+        )
+    # Concurrently: appends that are decided together share one batch of the appender.
+    replies = await asyncio.gather(*(_reply_to(ingest, bytes(c), within) for c in commands))
+    return encoder.encode(replies)
+
+
+_batch_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+async def _reply_to(ingest: Ingest, data: bytes, within: float) -> Reply:
+    try:
+        cmd = command_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        return Reply(status=400, error=f"invalid command: {exc}")
+    token = request_id_var.set(cmd.request_id)
+    try:
+        async with asyncio.timeout(within):
+            return await handle(ingest, cmd)
+    except (NatsError, TimeoutError, ConnectionError) as exc:
+        # No stream leader (no quorum), no connection, or no acknowledgement in time: not
+        # acknowledged, though an append that timed out may still be stored, hence the same key.
+        log.warning("event log unavailable", command=type(cmd).__name__, error=repr(exc))
+        return Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
+    except Exception:
+        log.exception("command failed", command=type(cmd).__name__)
+        return Reply(status=503, error=EVENT_LOG_UNAVAILABLE)
+    finally:
+        request_id_var.reset(token)
 
 
 async def serve_commands(nc: NATS, ingest: Ingest, within: float) -> Any:
