@@ -27,6 +27,7 @@ from bench.loadgen import drive, http_request
 from services.local.servers import Server, free_port, start_nats, start_postgres
 from shared.bus import Appender, connect, ensure_streams
 from shared.events import PageVisited, new_event_id, now
+from shared.secrets import hash_token
 from shared.settings import Settings
 
 SECRET = "bench-admin-secret-key-0123456789abcdef"
@@ -371,6 +372,53 @@ async def _media_nats_rate(nats: Server, database_url: str, count: int, tag: str
                 raise RuntimeError("intake media usages did not all reach the read model")
             await asyncio.sleep(0.05)
         return count / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+        await nc.close()
+
+
+INTAKE_WINDOW = 256
+
+
+async def intake_beats(nats: Server, database_url: str, tokens: list[str], count: int) -> dict[str, Any]:
+    """Beats published straight onto the intake (as the publisher user), ``INTAKE_WINDOW`` durable
+    publishes at a time: how fast they are stored on the intake stream (raw durable JetStream
+    appends, this batching), and how fast they are in the read model (intake, ingest's decision and
+    append to the event stream, the heartbeat projection); the ratio of the two."""
+    import asyncpg
+
+    hashes = [hash_token(t) for t in tokens]
+    nc = await connect(as_user(nats, "publisher"), "bench-intake")
+    conn = await asyncpg.connect(database_url)
+    beats = "SELECT coalesce(sum(num_beats), 0) FROM heartbeat_devices"
+    try:
+        js = nc.jetstream()
+        before = int(await conn.fetchval(beats))
+        tag = new_event_id()
+        started = time.perf_counter()
+        for i in range(0, count, INTAKE_WINDOW):
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        "usagehub.ingest.beats",
+                        json.dumps({"token_hash": hashes[j % len(hashes)]}).encode(),
+                        headers={"Nats-Msg-Id": f"{tag}-{j}"},
+                    )
+                    for j in range(i, min(count, i + INTAKE_WINDOW))
+                )
+            )
+        stored = time.perf_counter() - started
+        while int(await conn.fetchval(beats)) < before + count:
+            if time.perf_counter() - started > 600:
+                raise RuntimeError("intake beats did not all reach the read model")
+            await asyncio.sleep(0.02)
+        projected = time.perf_counter() - started
+        return {
+            "beats": count,
+            "stored_on_intake_per_s": round(count / stored),
+            "projected_per_s": round(count / projected),
+            "ratio_projected_to_stored": round(stored / projected, 3),
+        }
     finally:
         await conn.close()
         await nc.close()
@@ -1130,6 +1178,7 @@ def median_of(rounds: int, measure: Callable[[], Awaitable[float]]) -> dict[str,
 SECTIONS = (
     "beats",
     "open_loop",
+    "intake",
     "appends",
     "links",
     "reads",
@@ -1185,6 +1234,14 @@ def main() -> None:
                 results["cpu_and_memory_at_2000_beats_per_s"] = cpu_and_memory(base, beats, 2_000, 10)
             if "open_loop" in only:
                 results["open_loop_beats"] = open_loop_curve(base, beats, args.seconds)
+            if "intake" in only:
+                runs = [asyncio.run(intake_beats(nats, database_url, tokens, 20_000)) for _ in range(rounds)]
+                results["intake_beats"] = {
+                    "median_ratio_projected_to_stored": statistics.median(
+                        r["ratio_projected_to_stored"] for r in runs
+                    ),
+                    "rounds": runs,
+                }
             if "appends" in only:
                 results["appends_per_s_single_writer"] = median_of(rounds, lambda: append_rate(nats, 1, 1000))
                 results["appends_per_s_64_writers_shared"] = median_of(

@@ -92,3 +92,17 @@ async def last_sequence(js: JetStreamContext, subject: str | None = None) -> int
             continue
         best = max(best, int(msg.seq or 0))
     return best
+
+
+async def keys_recorded(conn: Conn, js: JetStreamContext, within: float = 10.0) -> None:
+    """Until the idempotency projection has recorded the whole event stream. No answer waits for it
+    (it lingers to gather larger batches), so a test that reads its rows waits here first."""
+    last = await last_sequence(js)
+    for _ in range(int(within / 0.02)):
+        position = await conn.fetchval(
+            "SELECT position FROM projection_checkpoints WHERE projection = 'idempotency'"
+        )
+        if (position or 0) >= last:
+            return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"the idempotency projection did not reach stream position {last}")

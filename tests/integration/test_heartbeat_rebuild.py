@@ -9,9 +9,10 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from nats.js import JetStreamContext
 
 from tests.conftest import Services, admin
-from tests.integration.helpers import dump_tables, run_usagehub
+from tests.integration.helpers import dump_tables, keys_recorded, run_usagehub
 
 HEARTBEAT_TABLES = {
     "installation": "id",
@@ -26,7 +27,7 @@ HEARTBEAT_TABLES = {
 
 
 async def test_rebuild_gives_identical_rows(
-    client: TestClient[web.Request, web.Application], services: Services
+    client: TestClient[web.Request, web.Application], services: Services, js: JetStreamContext
 ) -> None:
     settings = services.settings_for("projector")  # rebuilds run where the projector does
     tokens = []
@@ -43,6 +44,7 @@ async def test_rebuild_gives_identical_rows(
         await (await another.get(client.make_url("/"), headers={"User-Agent": "another"})).read()
     await client.post("/api/devices/1/token/generate", headers=admin())
     conn = await asyncpg.connect(settings.database_url)
+    await keys_recorded(conn, js)
     before = await dump_tables(conn, HEARTBEAT_TABLES)
     assert b"Workstation" in before["heartbeat_devices"] and before["idempotency_keys"]
     assert before["heartbeat_visitors"].count(b"\n") == 4  # each first view: two names

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 
 from shared.events import DeviceRegistered, encode_event, new_event_id, now
 from tests.conftest import Services, admin
-from tests.integration.helpers import dump_tables, run_usagehub
+from tests.integration.helpers import dump_tables, keys_recorded, run_usagehub
 
 Client = TestClient[web.Request, web.Application]
 TABLES = {
@@ -91,6 +91,7 @@ async def test_poison_events_are_quarantined_and_the_projections_go_on(
         ]
         assert any('projection="links"' in line and float(line.split()[-1]) >= 1 for line in counted)
 
+        await keys_recorded(conn, js)
         before = await dump_tables(conn, TABLES)
         code, _, err = await run_usagehub("rebuild", "all", settings=settings)
         assert code == 0, err
