@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import uuid
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from typing import Any
@@ -30,7 +30,8 @@ def redact_url(url: str) -> str:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex digits, as uuid4().hex gave, without building a UUID per request.
+    return os.urandom(16).hex()
 
 
 def _add_request_id(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
