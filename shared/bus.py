@@ -493,7 +493,8 @@ class Appender:
     def __init__(self, nc: NATS, timeout: float = 10.0) -> None:
         self._nc = nc
         self._timeout = timeout
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._queued = asyncio.Event()
         self._slots = asyncio.Semaphore(MAX_BATCHES_IN_FLIGHT)
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -513,8 +514,8 @@ class Appender:
         if self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
         # Whatever never left the queue was never appended: say so rather than leave writers waiting.
-        while not self._queue.empty():
-            pending = self._queue.get_nowait()
+        while self._queue:
+            pending = self._queue.popleft()
             if not pending.done.done():
                 pending.done.set_exception(ConnectionError("the appender stopped before this append"))
 
@@ -522,17 +523,24 @@ class Appender:
         subject = subject_of(event)
         alone = expect is not None and subject_matches(subject, expect.subject)
         pending = _Pending(subject, encode_event(event), _headers(msg_id, expect), alone)
-        await self._queue.put(pending)
+        self._queue.append(pending)
+        self._queued.set()
         return await pending.done
 
     async def _run(self) -> None:
+        queue = self._queue
         while True:
-            first = await self._queue.get()
+            while not queue:
+                self._queued.clear()
+                await self._queued.wait()
             await self._slots.acquire()
+            if not queue:  # a batch waiting for its expectation took them all
+                self._slots.release()
+                continue
             # Everything that queued up while we waited for a slot shares this batch (and its fsync).
-            batch = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [queue.popleft()]
+            while len(batch) < MAX_BATCH and queue:
+                batch.append(queue.popleft())
             task = asyncio.create_task(self._send(batch))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -543,6 +551,8 @@ class Appender:
             async with contextlib.AsyncExitStack() as held:
                 for subject in subjects:  # sorted: two batches never wait for each other's locks
                     await held.enter_async_context(self._expecting.setdefault(subject, asyncio.Lock()))
+                if subjects:
+                    self._top_up(batch, frozenset(subjects))
                 await self._send_held(batch)
         except Exception as exc:  # a lost connection or timeout: every writer hears about it
             for p in batch:
@@ -550,6 +560,19 @@ class Appender:
                     p.done.set_exception(exc)
         finally:
             self._slots.release()
+
+    def _top_up(self, batch: list[_Pending], held: frozenset[str]) -> None:
+        """Appends that queued while ``batch`` waited for its expectations join it, up to the first
+        that needs an expectation it does not hold or must travel alone: else batches formed while
+        one holds the expectation would each wait their turn with a handful, every one paying a
+        batch's round trip and fsync."""
+        queue = self._queue
+        while len(batch) < MAX_BATCH and queue:
+            upcoming = queue[0]
+            subject = upcoming.headers.get(EXPECTED_SUBJECT)
+            if upcoming.alone or (subject is not None and subject not in held):
+                return
+            batch.append(queue.popleft())
 
     async def _send_held(self, batch: list[_Pending]) -> None:
         if len(batch) > 1 and not any(p.alone for p in batch) and not _small(batch):
