@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -54,22 +56,33 @@ class StandInIngest:
         await msg.respond(answer)
 
 
+@contextlib.asynccontextmanager
+async def sending(nc: NATS, within: float) -> AsyncIterator[CommandBatches]:
+    commands = CommandBatches(nc, within)
+    commands.start()
+    try:
+        yield commands
+    finally:
+        await commands.close()
+
+
+async def one_out_then(nc: NATS, ingest: StandInIngest, count: int) -> list[Reply]:
+    """Beats 1 to ``count``: the first goes out alone and is held there while the rest queue."""
+    await nc.subscribe(COMMANDS_PREFIX + "*", cb=ingest.on_command)
+    async with sending(nc, within=5.0) as commands:
+        first = asyncio.create_task(commands.ask(beat(1)))
+        await ingest.asked.wait()
+        rest = [asyncio.create_task(commands.ask(beat(n))) for n in range(2, count + 1)]
+        await asyncio.sleep(0.1)
+        ingest.release.set()
+        return await asyncio.gather(first, *rest)
+
+
 async def test_commands_that_arrive_together_share_a_request_and_keep_their_own_answers(
     nats_client: NATS,
 ) -> None:
     ingest = StandInIngest()
-    await nats_client.subscribe(COMMANDS_PREFIX + "*", cb=ingest.on_command)
-    commands = CommandBatches(nats_client, timeout=5.0)
-    commands.start()
-    try:
-        first = asyncio.create_task(commands.ask(beat(1)))
-        await ingest.asked.wait()  # the first is out, alone; the rest queue behind it
-        rest = [asyncio.create_task(commands.ask(beat(n))) for n in range(2, 40)]
-        await asyncio.sleep(0.1)
-        ingest.release.set()
-        replies = await asyncio.gather(first, *rest)
-    finally:
-        await commands.close()
+    replies = await one_out_then(nats_client, ingest, 39)
     assert ingest.subjects == [COMMANDS_PREFIX + "RecordBeat", COMMANDS_PREFIX + BATCH]
     for n, reply in enumerate(replies, start=1):
         assert reply == StandInIngest.reply(beat(n)), n
@@ -77,30 +90,15 @@ async def test_commands_that_arrive_together_share_a_request_and_keep_their_own_
 
 async def test_a_batch_never_holds_more_than_ingest_takes(nats_client: NATS) -> None:
     ingest = StandInIngest()
-    await nats_client.subscribe(COMMANDS_PREFIX + "*", cb=ingest.on_command)
-    commands = CommandBatches(nats_client, timeout=5.0)
-    commands.start()
-    try:
-        first = asyncio.create_task(commands.ask(beat(1)))
-        await ingest.asked.wait()
-        many = MAX_COMMANDS_PER_BATCH + 10
-        rest = [asyncio.create_task(commands.ask(beat(n))) for n in range(2, many + 2)]
-        await asyncio.sleep(0.1)
-        ingest.release.set()
-        replies = await asyncio.gather(first, *rest)
-    finally:
-        await commands.close()
+    many = MAX_COMMANDS_PER_BATCH + 10
+    replies = await one_out_then(nats_client, ingest, many + 1)
     assert ingest.subjects == [COMMANDS_PREFIX + "RecordBeat"] + [COMMANDS_PREFIX + BATCH] * 2
     assert [r.seq for r in replies if r.status == 200] == [n for n in range(1, many + 2) if n % 3]
 
 
 async def test_with_no_ingest_every_command_hears_503(nats_client: NATS) -> None:
-    commands = CommandBatches(nats_client, timeout=0.5)
-    commands.start()
-    try:
+    async with sending(nats_client, within=0.5) as commands:
         outcomes = await asyncio.gather(*(commands.ask(beat(n)) for n in range(5)), return_exceptions=True)
-    finally:
-        await commands.close()
     assert [type(o) for o in outcomes] == [web.HTTPServiceUnavailable] * 5
     assert all(o.headers["Retry-After"] == "1" for o in outcomes if isinstance(o, web.HTTPException))
 
@@ -110,13 +108,13 @@ async def test_an_ingest_that_never_answers_is_504_for_every_command_in_time(nat
         pass
 
     silent = await nats_client.subscribe(COMMANDS_PREFIX + "*", cb=never_answer)
-    commands = CommandBatches(nats_client, timeout=0.5)
-    commands.start()
     started = time.monotonic()
     try:
-        outcomes = await asyncio.gather(*(commands.ask(beat(n)) for n in range(5)), return_exceptions=True)
+        async with sending(nats_client, within=0.5) as commands:
+            outcomes = await asyncio.gather(
+                *(commands.ask(beat(n)) for n in range(5)), return_exceptions=True
+            )
     finally:
-        await commands.close()
         await silent.unsubscribe()
     assert [type(o) for o in outcomes] == [web.HTTPGatewayTimeout] * 5
     assert time.monotonic() - started < 2.0
@@ -128,15 +126,11 @@ async def test_a_command_queued_past_its_time_is_refused_unsent(
     monkeypatch.setattr(command_batches, "MAX_IN_FLIGHT", 1)
     ingest = StandInIngest()
     await nats_client.subscribe(COMMANDS_PREFIX + "*", cb=ingest.on_command)
-    commands = CommandBatches(nats_client, timeout=0.5)
-    commands.start()
-    try:
+    async with sending(nats_client, within=0.5) as commands:
         first = asyncio.create_task(commands.ask(beat(1)))
         await ingest.asked.wait()
         late = asyncio.create_task(commands.ask(beat(2)))
         outcomes = await asyncio.gather(first, late, return_exceptions=True)
-    finally:
-        await commands.close()
     # The first went and never came back (504); the second never left the gateway (503: safe to retry).
     assert [type(o) for o in outcomes] == [web.HTTPGatewayTimeout, web.HTTPServiceUnavailable]
     assert ingest.subjects == [COMMANDS_PREFIX + "RecordBeat"]

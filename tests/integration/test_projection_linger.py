@@ -4,18 +4,13 @@ ack), and a stop does not wait out the linger."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import pkgutil
 import time
 
 from nats.js import JetStreamContext
 
-from services.gateway import (
-    contributions_routes,
-    dashboard_routes,
-    heartbeat_routes,
-    links_routes,
-    media_routes,
-    metering_routes,
-)
+import services.gateway
 from services.projector.consumer import checkpoint, run_projection
 from services.projector.projections import PROJECTIONS, Projection
 from shared.db import Conn, create_pool, migrate
@@ -68,17 +63,11 @@ async def test_events_within_the_linger_are_one_batch(js: JetStreamContext, data
 
 
 def test_only_projections_no_answer_waits_for_linger() -> None:
+    # Every gateway module's READ_BY: what the answers to its writes wait for.
     read_by = {
         name
-        for routes in (
-            contributions_routes,
-            dashboard_routes,
-            heartbeat_routes,
-            links_routes,
-            media_routes,
-            metering_routes,
-        )
-        for name in routes.READ_BY
+        for module in pkgutil.iter_modules(services.gateway.__path__)
+        for name in getattr(importlib.import_module(f"services.gateway.{module.name}"), "READ_BY", ())
     }
     assert {p.name for p in PROJECTIONS.values() if p.linger} == {"idempotency"}
     assert not read_by & {p.name for p in PROJECTIONS.values() if p.linger}
